@@ -1,0 +1,212 @@
+/* keel.h: the one public header of the keel heap allocator.
+ * Freestanding C11 (also C++): everything an embedder may touch. Memory comes
+ * only from a page source (struct keel_source) or from caller-given regions.
+ * Every function states what it costs and every way it can fail. */
+#ifndef KEEL_H
+#define KEEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KEEL_VERSION "0.1.0"
+
+/* Error codes: every non-allocating function returns 0 or one of these. */
+#define KEEL_ENOTOURS  (-1) /* pointer lies in no segment or region of this heap */
+#define KEEL_EINTERIOR (-2) /* inside the heap but not the start of a block (interior or misaligned) */
+#define KEEL_EDOUBLE   (-3) /* the block is already free */
+#define KEEL_ECORRUPT  (-4) /* heap metadata failed a consistency check */
+#define KEEL_EINVAL    (-5) /* bad argument (alignment, region, config) */
+#define KEEL_ENOMEM    (-6) /* the page source refused, or a region table is full */
+
+/* Sizes the allocator is built around (see alloc/internal.h for the why). */
+#define KEEL_PAGE_SIZE    4096u
+#define KEEL_SEGMENT_SIZE ((size_t)1 << 20) /* page-source segments: 1 MiB, 1 MiB-aligned */
+#define KEEL_SMALL_MAX    1024u             /* largest size served from size-class runs */
+#define KEEL_MAX_ALIGN    ((size_t)1 << 30) /* largest alignment keel_aligned_alloc accepts */
+#define KEEL_MAX_REGIONS  8                 /* caller-given regions per heap */
+
+/* protect() modes. */
+#define KEEL_PROT_NONE 0 /* any access faults (guard page) */
+#define KEEL_PROT_READ 1 /* read-only */
+#define KEEL_PROT_RW   3 /* normal heap memory */
+
+/* The page source: the one seam between keel and its environment.
+ * bytes and align are multiples of KEEL_PAGE_SIZE; align is a power of two.
+ * map returns a mapping of exactly bytes, aligned to align, or NULL; never part
+ * of one. If zeroed is set, every mapping map returns reads as zero.
+ * unmap gets back exactly a range that map returned (same pointer and bytes);
+ * it returns 0 or a negative errno-style code.
+ * protect is optional (may be NULL); it changes a page-aligned subrange of a
+ * mapping to one of KEEL_PROT_* and returns 0 or a negative code.
+ * keel calls map/unmap/protect with no heap lock held, possibly from several
+ * threads at once if the heap is shared: a source used by a shared heap must
+ * be thread-safe itself. */
+struct keel_source {
+	void *(*map)(void *ctx, size_t bytes, size_t align);
+	int (*unmap)(void *ctx, void *p, size_t bytes);
+	int (*protect)(void *ctx, void *p, size_t bytes, int prot);
+	void *ctx;
+	int zeroed; /* nonzero: fresh mappings read as zero, so calloc skips memset */
+};
+
+/* Optional lock hooks. lock returns a token that unlock gets back: a kernel can
+ * save the interrupt flag in it and restore it, instead of forcing interrupts on.
+ * Without hooks the heap uses its own spinlock on compiler atomics, unless
+ * KEEL_HEAP_NOLOCK is set (one thread only). */
+struct keel_lock {
+	uintptr_t (*lock)(void *ctx);
+	void (*unlock)(void *ctx, uintptr_t token);
+	void *ctx;
+};
+
+/* Heap flags (struct keel_config.flags). */
+#define KEEL_HEAP_NOLOCK 1u /* caller guarantees one thread at a time: no locking */
+
+struct keel_config {
+	const struct keel_source *source; /* may be NULL: a region-only heap */
+	const struct keel_lock *lock;     /* may be NULL: built-in spinlock */
+	unsigned flags;                   /* KEEL_HEAP_* */
+	size_t retain_bytes;              /* empty segments kept for reuse before they go back
+	                                     to the source; 0 selects KEEL_SEGMENT_SIZE */
+};
+
+/* Caller-provided storage for a heap: no allocation is needed to create one.
+ * Its contents are private; use only the functions below. */
+#define KEEL_HEAP_BYTES 8192
+struct keel_heap {
+	_Alignas(64) unsigned char opaque[KEEL_HEAP_BYTES];
+};
+
+/* Initialise heap with config (copied; the source and lock structs it points to
+ * must outlive the heap). Returns 0 or KEEL_EINVAL (NULL heap/config, a source
+ * without map or unmap, a lock with only one hook). O(1); calls nothing. */
+int keel_heap_init(struct keel_heap *heap, const struct keel_config *config);
+
+/* Give the heap a fixed region [base, base+len) to allocate from. A heap with no
+ * source serves all requests from its regions and returns NULL when they are
+ * full; it never calls a page source, so it works before paging exists.
+ * base is rounded up and the end down to 16 bytes; the region must hold at
+ * least 4 KiB after that. The heap never writes outside the region.
+ * Returns 0, KEEL_EINVAL (too small, overlaps a region of this heap, wraps) or
+ * KEEL_ENOMEM (KEEL_MAX_REGIONS already given). O(len / 64 KiB) to set up the
+ * region's metadata at its start. */
+int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len);
+
+/* Return every page the heap holds to its source, live blocks included. The
+ * heap must be initialised again before use. Returns 0, or the first error the
+ * source's unmap returned (every mapping is still offered back). O(segments). */
+int keel_heap_destroy(struct keel_heap *heap);
+
+/* Allocate size bytes, aligned to 16 at least; a power-of-two size up to
+ * KEEL_PAGE_SIZE is aligned to its size. size 0 gives a unique 16-byte block.
+ * Returns NULL when size cannot be served (too large, source refused, regions
+ * full); the heap is unchanged then. Bounded time, except for one call to the
+ * page source when no free memory fits. Thread-safe per heap. */
+void *keel_malloc(struct keel_heap *heap, size_t size);
+
+/* Allocate n*size zeroed bytes. NULL if n*size overflows or on exhaustion.
+ * Memory known to come fresh from a zeroed source is not written again. */
+void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
+
+/* Resize p to size bytes, keeping min(old, new) bytes of content.
+ * p == NULL: same as keel_malloc(size). size == 0 with p != NULL: p is freed and
+ * NULL returned. Grows and shrinks in place when it can; when it moves, the new
+ * block keeps the alignment p was allocated with. On failure (exhaustion, or p
+ * not a live block of this heap) NULL is returned and p is left untouched. */
+void *keel_realloc(struct keel_heap *heap, void *p, size_t size);
+
+/* Allocate size bytes aligned to align, any power of two up to KEEL_MAX_ALIGN.
+ * Returns NULL for a bad alignment (0, not a power of two, too large) or on
+ * exhaustion. Bounded time like keel_malloc. */
+void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size);
+
+/* Free p, which must be a live block of this heap. p == NULL does nothing and
+ * returns 0. Otherwise returns 0, or leaves the heap unchanged and returns
+ * KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE or KEEL_ECORRUPT.
+ * O(1); calls the page source only when a segment becomes empty beyond the
+ * retained amount, or for a large block. */
+int keel_free(struct keel_heap *heap, void *p);
+
+/* Usable bytes of the live block p (at least the size asked for), or 0 if p is
+ * NULL or not a live block of this heap. O(1). */
+size_t keel_usable_size(struct keel_heap *heap, const void *p);
+
+/* Number of size classes reported in keel_stats.class_count. */
+#define KEEL_NCLASSES 20
+
+/* Statistics, all kept as counters on the way: reading them walks nothing. */
+struct keel_stats {
+	size_t requested_bytes;  /* bytes asked for by live blocks (small blocks count
+	                            their class size: a slot does not record the ask) */
+	size_t in_use_bytes;     /* usable bytes of live blocks */
+	size_t peak_in_use_bytes;
+	size_t source_bytes;     /* bytes currently held from the page source */
+	size_t peak_source_bytes;
+	size_t region_bytes;     /* bytes of caller-given regions */
+	size_t free_bytes;       /* bytes in free medium blocks and free small slots */
+	size_t largest_free;     /* largest free medium block (lower bound within 1/16) */
+	unsigned fragmentation_pct; /* 100 * (1 - largest_free / medium free bytes) */
+	size_t live_blocks;
+	size_t alloc_count, free_count; /* since init */
+	size_t failed_allocs;
+	size_t source_maps, source_unmaps, source_failures;
+	size_t segments;         /* page-source segments and regions held */
+	size_t large_blocks;     /* live blocks mapped on their own */
+	size_t class_count[KEEL_NCLASSES]; /* live blocks per size class */
+	size_t class_size[KEEL_NCLASSES];  /* the size of each class */
+};
+
+/* Fill *out. O(KEEL_NCLASSES). Returns 0 or KEEL_EINVAL. */
+int keel_stats(struct keel_heap *heap, struct keel_stats *out);
+
+/* Where keel_check found a broken invariant. */
+struct keel_fault {
+	const char *what; /* the invariant's label and a short text, e.g. "R2 slot bit vs list" */
+	const void *where; /* the address involved */
+};
+
+/* Validate every invariant of the heap (segments, registry, free lists,
+ * boundary tags, runs, bitmaps, counters). Returns 0, or KEEL_ECORRUPT and
+ * describes the first failure in *fault (fault may be NULL). O(heap size). */
+int keel_check(struct keel_heap *heap, struct keel_fault *fault);
+
+/* One block, as keel_walk reports it. */
+struct keel_block {
+	void *p;       /* start of the usable bytes */
+	size_t size;   /* usable bytes */
+	int is_free;
+	int kind;      /* KEEL_KIND_* */
+};
+#define KEEL_KIND_SMALL  1
+#define KEEL_KIND_MEDIUM 2
+#define KEEL_KIND_LARGE  3
+
+/* Call visit for every block, live and free (free small slots are reported
+ * one by one only if they were ever handed out; never-used slots of a run are
+ * not). Stops early and returns visit's value if it is nonzero; else 0.
+ * The heap lock is held during the walk: visit must not call into this heap.
+ * O(heap size). */
+int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
+              void *arg);
+
+/* Give free memory back to the source: empty segments, including the retained
+ * ones, and empty runs. Returns the number of bytes returned. O(segments). */
+size_t keel_trim(struct keel_heap *heap);
+
+/* A short name for an error code ("double free"...), never NULL. */
+const char *keel_strerror(int err);
+
+/* Standard names on one default heap, for kernels that embed keel: define
+ * KEEL_STD_NAMES when compiling alloc/ to get malloc, free, calloc and realloc
+ * (and keel_default_heap) over a heap the embedder initialises first with
+ * keel_heap_init(keel_default_heap(), ...). free() ignores errors there. */
+struct keel_heap *keel_default_heap(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEEL_H */
