@@ -2,7 +2,7 @@
 # the source path; the core is compiled once per home with that home's flags.
 # Targets: all test run bench iso clean help. Quiet unless V=1.
 
-Q := $(if $(V),,@)
+Q := $(if $(filter 1,$(V)),,@)
 CC ?= cc
 CLANG ?= clang
 BUILD := build
@@ -19,10 +19,136 @@ TEST_SRCS := $(wildcard tests/*.c)
 all:
 
 # ---- hosted (Linux) ---------------------------------------------------------
+# Three homes, each with the core, the cases and the Linux source compiled
+# freestanding, and a runner that links them with libc:
+#   hosted-gcc    $(GCC),   CFLAGS_CORE as is
+#   hosted-clang  $(CLANG), CFLAGS_CORE as is
+#   hosted-asan   $(CLANG), CFLAGS_CORE at -O1 with ASan+UBSan. The core stays
+#                 -ffreestanding: the instrumentation only adds calls into the
+#                 sanitizer runtime, which the runner's link brings in. ASan
+#                 cannot see keel's blocks inside mmap'd segments; it checks
+#                 keel's own stack/global accesses, UBSan all of its arithmetic.
+# Only hosted/run_tests.c and hosted/demo.c use libc.
+GCC ?= gcc
+NASM ?= nasm
+NM ?= nm
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CFLAGS_HOSTED := -std=c11 -O2 -g $(WARN) -MMD -MP
+
+HOSTED_HOMES := gcc clang asan
+hosted_cc_gcc := $(GCC)
+hosted_cc_clang := $(CLANG)
+hosted_cc_asan := $(CLANG)
+hosted_core_gcc := $(CFLAGS_CORE)
+hosted_core_clang := $(CFLAGS_CORE)
+hosted_core_asan := $(filter-out -O2,$(CFLAGS_CORE)) -O1 $(SAN)
+hosted_libc_gcc := $(CFLAGS_HOSTED)
+hosted_libc_clang := $(CFLAGS_HOSTED)
+hosted_libc_asan := $(filter-out -O2,$(CFLAGS_HOSTED)) -O1 $(SAN) -DKEEL_HOSTED_SANITIZE
+hosted_ld_asan := $(SAN)
+
+# Freestanding in every home; run_tests.c and demo.c get the home's libc flags.
+HOSTED_FREE_SRCS := $(CORE_SRCS) $(TEST_SRCS) hosted/source_linux.c hosted/seed_glue.c
+HOSTED_LIBC_SRCS := hosted/run_tests.c hosted/demo.c
+
+# $(call hosted_home,NAME): the rules of build/hosted-NAME/.
+define hosted_home
+H := $(BUILD)/hosted-$(1)
+HOSTED_CORE_OBJS_$(1) := $$(CORE_SRCS:%.c=$$(H)/%.o)
+HOSTED_RUNNER_OBJS_$(1) := $$(HOSTED_CORE_OBJS_$(1)) $$(TEST_SRCS:%.c=$$(H)/%.o) \
+                           $$(H)/hosted/source_linux.o $$(H)/hosted/run_tests.o
+HOSTED_OBJS += $$(HOSTED_FREE_SRCS:%.c=$$(H)/%.o) $$(HOSTED_LIBC_SRCS:%.c=$$(H)/%.o)
+
+$$(HOSTED_FREE_SRCS:%.c=$$(H)/%.o): $$(H)/%.o: %.c
+	@mkdir -p $$(@D)
+	$$(call say,CC,$$@)
+	$$(Q)$$(hosted_cc_$(1)) $$(hosted_core_$(1)) -c $$< -o $$@
+$$(HOSTED_LIBC_SRCS:%.c=$$(H)/%.o): $$(H)/%.o: %.c
+	@mkdir -p $$(@D)
+	$$(call say,CC,$$@)
+	$$(Q)$$(hosted_cc_$(1)) $$(hosted_libc_$(1)) -c $$< -o $$@
+$$(H)/run_tests: $$(HOSTED_RUNNER_OBJS_$(1))
+	$$(call say,LD,$$@)
+	$$(Q)$$(hosted_cc_$(1)) $$(hosted_ld_$(1)) $$^ -o $$@
+endef
+say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' '$(1)' '$(2)')
+$(foreach h,$(HOSTED_HOMES),$(eval $(call hosted_home,$(h))))
+
+HOSTED_RUNNERS := $(HOSTED_HOMES:%=$(BUILD)/hosted-%/run_tests)
+HG := $(BUILD)/hosted-gcc
+
+# The seed's NASM example, linked with no libc at all: core, Linux source, glue.
+$(HG)/tests/seed_example.o: tests/seed_example.asm
+	@mkdir -p $(@D)
+	$(call say,NASM,$@)
+	$(Q)$(NASM) -f elf64 -g -w+all -Werror $< -o $@
+$(HG)/seed_example: $(HG)/tests/seed_example.o $(HG)/hosted/seed_glue.o \
+                    $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
+	$(call say,LD,$@)
+	$(Q)$(LD) -static -nostdlib -e _start $^ -o $@
+
+# `make run` until the kernel boots (the kernel section takes `run` over then).
+$(HG)/demo: $(HG)/hosted/demo.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
+	$(call say,LD,$@)
+	$(Q)$(GCC) $^ -o $@
+run-hosted: $(HG)/demo
+	$(Q)$(HG)/demo
+run: run-hosted
+
+hosted: $(HOSTED_RUNNERS) $(HG)/seed_example $(HG)/demo
+all: hosted
+.PHONY: hosted run-hosted
+
+# Test suites: each leaves build/test/<suite>.tap (see the test summary).
+TAP_SUITES += gcc clang asan seed nm-gcc nm-clang
+$(HOSTED_HOMES:%=$(BUILD)/test/%.tap): $(BUILD)/test/%.tap: $(BUILD)/hosted-%/run_tests FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run $@ $<
+$(BUILD)/test/seed.tap: $(HG)/seed_example FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -n seed_example $@ $<
+$(BUILD)/test/nm-gcc.tap: $(HOSTED_CORE_OBJS_gcc) FORCE
+	$(call say,TEST,$@)
+	$(Q)NM=$(NM) scripts/tap-run $@ scripts/nm-check $(HOSTED_CORE_OBJS_gcc)
+$(BUILD)/test/nm-clang.tap: $(HOSTED_CORE_OBJS_clang) FORCE
+	$(call say,TEST,$@)
+	$(Q)NM=$(NM) scripts/tap-run $@ scripts/nm-check $(HOSTED_CORE_OBJS_clang)
+
+-include $(HOSTED_OBJS:.o=.d)
 
 # ---- kernel (x86-64, multiboot2) -------------------------------------------
 
 # ---- test summary -----------------------------------------------------------
+# A suite is one TAP file, build/test/<suite>.tap, made by a rule that always
+# leaves the file (scripts/tap-run records a bad exit in it). To add a suite,
+# append its name to TAP_SUITES and write the rule for its .tap file.
+# `make test` checks the packages, rebuilds every suite (going on past a suite
+# whose build fails, which then counts as failed), prints each suite's count
+# and ends with one line "N passed, N failed"; it fails if anything failed.
+TAP_FILES = $(TAP_SUITES:%=$(BUILD)/test/%.tap)
+
+test:
+	$(Q)scripts/deps
+	$(Q)rm -rf $(BUILD)/test
+	$(Q)$(MAKE) --no-print-directory -k $(TAP_FILES) || true
+	$(Q)scripts/tap-sum $(TAP_FILES)
+
+deps:
+	$(Q)scripts/deps
+
+FORCE:
+.PHONY: FORCE
+
+help:
+	@echo 'keel targets:'
+	@echo '  make run     $(RUN_HELP)'
+	@echo '  make test    install missing packages (scripts/deps), build and run every'
+	@echo '               suite ($(TAP_SUITES)), print "N passed, N failed"'
+	@echo '  make all     build everything (hosted runners, seed example, demo, ...)'
+	@echo '  make deps    install the packages the build needs, if missing'
+	@echo '  make clean   remove build/'
+	@echo 'Output goes to build/<home>/; V=1 shows the commands.'
+RUN_HELP ?= run the hosted demo (a heap on mmap: allocate, free, stats, check)
 
 clean:
 	rm -rf $(BUILD)
