@@ -51,6 +51,7 @@ hosted_ld_asan := $(SAN)
 HOSTED_FREE_SRCS := $(CORE_SRCS) $(TEST_SRCS) hosted/source_linux.c hosted/seed_glue.c
 HOSTED_LIBC_SRCS := hosted/run_tests.c hosted/demo.c
 
+HOSTED_OBJS := # simple, so each home's += below expands H at once
 # $(call hosted_home,NAME): the rules of build/hosted-NAME/.
 define hosted_home
 H := $(BUILD)/hosted-$(1)
@@ -69,7 +70,7 @@ $$(HOSTED_LIBC_SRCS:%.c=$$(H)/%.o): $$(H)/%.o: %.c
 	$$(Q)$$(hosted_cc_$(1)) $$(hosted_libc_$(1)) -c $$< -o $$@
 $$(H)/run_tests: $$(HOSTED_RUNNER_OBJS_$(1))
 	$$(call say,LD,$$@)
-	$$(Q)$$(hosted_cc_$(1)) $$(hosted_ld_$(1)) $$^ -o $$@
+	$$(Q)$$(hosted_cc_$(1)) -Wl,--fatal-warnings $$(hosted_ld_$(1)) $$^ -o $$@
 endef
 say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' '$(1)' '$(2)')
 $(foreach h,$(HOSTED_HOMES),$(eval $(call hosted_home,$(h))))
@@ -85,12 +86,13 @@ $(HG)/tests/seed_example.o: tests/seed_example.asm
 $(HG)/seed_example: $(HG)/tests/seed_example.o $(HG)/hosted/seed_glue.o \
                     $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
 	$(call say,LD,$@)
-	$(Q)$(LD) -static -nostdlib -e _start $^ -o $@
+	$(Q)$(LD) --fatal-warnings -static -nostdlib -e _start $^ -o $@
 
-# `make run` until the kernel boots (the kernel section takes `run` over then).
+# `make run` until the kernel boots: the kernel section then deletes the line
+# `run: run-hosted` below and gives `run` its own recipe.
 $(HG)/demo: $(HG)/hosted/demo.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
 	$(call say,LD,$@)
-	$(Q)$(GCC) $^ -o $@
+	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
 run-hosted: $(HG)/demo
 	$(Q)$(HG)/demo
 run: run-hosted
@@ -151,4 +153,4 @@ help:
 RUN_HELP ?= run the hosted demo (a heap on mmap: allocate, free, stats, check)
 
 clean:
-	rm -rf $(BUILD)
+	$(Q)rm -rf $(BUILD)
