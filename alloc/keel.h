@@ -42,9 +42,11 @@ extern "C" {
  * it returns 0 or a negative errno-style code.
  * protect is optional (may be NULL); it changes a page-aligned subrange of a
  * mapping to one of KEEL_PROT_* and returns 0 or a negative code.
- * keel calls map/unmap/protect with no heap lock held, possibly from several
- * threads at once if the heap is shared: a source used by a shared heap must
- * be thread-safe itself. */
+ * keel maps and unmaps segments and large blocks with no heap lock held,
+ * possibly from several threads at once if the heap is shared, so a source
+ * used by a shared heap must be thread-safe itself. The registry's small
+ * nodes (8 KiB for each GiB of address space in use) are mapped and unmapped
+ * with the lock held. A source must never call into the heap it serves. */
 struct keel_source {
 	void *(*map)(void *ctx, size_t bytes, size_t align);
 	int (*unmap)(void *ctx, void *p, size_t bytes);
@@ -76,7 +78,7 @@ struct keel_config {
 
 /* Caller-provided storage for a heap: no allocation is needed to create one.
  * Its contents are private; use only the functions below. */
-#define KEEL_HEAP_BYTES 8192
+#define KEEL_HEAP_BYTES 12288
 struct keel_heap {
 	_Alignas(64) unsigned char opaque[KEEL_HEAP_BYTES];
 };

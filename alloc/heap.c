@@ -1,0 +1,563 @@
+/* heap.c: the public entry points. Each call takes the heap lock once,
+ * routes by size (small.c runs, medium.c blocks, segment.c large mappings),
+ * keeps the counters keel_stats reads, and calls the page source only with
+ * the lock dropped (struct kl_op defers unmaps until then). */
+#include "internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __asm__ volatile("pause")
+#else
+#define cpu_relax() __asm__ volatile("" ::: "memory")
+#endif
+
+/* Our own memset/memcpy: the core links against nothing. On x86-64 the
+ * string instructions are as fast as anything for the sizes we move; the
+ * portable loops carry a barrier so no compiler turns them into a call. */
+void *kl_memset(void *p, int c, size_t n)
+{
+#if defined(__x86_64__)
+	void *d = p;
+	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+#else
+	unsigned char *d = p;
+	while (n--) {
+		*d++ = (unsigned char)c;
+		__asm__ volatile("" ::: "memory");
+	}
+#endif
+	return p;
+}
+
+void *kl_memcpy(void *dst, const void *src, size_t n)
+{
+#if defined(__x86_64__)
+	void *d = dst;
+	__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
+#else
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+	while (n--) {
+		*d++ = *s++;
+		__asm__ volatile("" ::: "memory");
+	}
+#endif
+	return dst;
+}
+
+static uintptr_t heap_lock(struct kl_heap *h)
+{
+	if (h->lock.lock)
+		return h->lock.lock(h->lock.ctx);
+	if (h->config.flags & KEEL_HEAP_NOLOCK)
+		return 0;
+	while (__atomic_exchange_n(&h->spin, 1, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(&h->spin, __ATOMIC_RELAXED))
+			cpu_relax();
+	return 0;
+}
+
+static void heap_unlock(struct kl_heap *h, uintptr_t token)
+{
+	if (h->lock.unlock)
+		h->lock.unlock(h->lock.ctx, token);
+	else if (!(h->config.flags & KEEL_HEAP_NOLOCK))
+		__atomic_store_n(&h->spin, 0, __ATOMIC_RELEASE);
+}
+
+void kl_op_begin(struct kl_heap *h, struct kl_op *op)
+{
+	op->nunmap = 0;
+	op->token = heap_lock(h);
+}
+
+static void op_flush(struct kl_heap *h, struct kl_op *op)
+{
+	size_t failures = 0;
+	for (unsigned i = 0; i < op->nunmap; i++)
+		if (h->source.unmap(h->source.ctx, op->unmap[i].p, op->unmap[i].bytes) != 0)
+			failures++;
+	op->nunmap = 0;
+	if (failures) {
+		uintptr_t t = heap_lock(h);
+		h->source_failures += failures;
+		heap_unlock(h, t);
+	}
+}
+
+void kl_op_end(struct kl_heap *h, struct kl_op *op)
+{
+	heap_unlock(h, op->token);
+	if (op->nunmap)
+		op_flush(h, op);
+}
+
+/* Queue an unmap for when the lock is dropped; the caller has already taken
+ * the range out of every structure and off source_bytes. */
+void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes)
+{
+	if (op->nunmap == KL_OP_UNMAPS) {
+		heap_unlock(h, op->token);
+		op_flush(h, op);
+		op->token = heap_lock(h);
+	}
+	op->unmap[op->nunmap].p = p;
+	op->unmap[op->nunmap].bytes = bytes;
+	op->nunmap++;
+	h->unmaps++;
+}
+
+/* Map from the source with the lock dropped; counted on source_bytes. */
+void *kl_op_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align)
+{
+	KL_ASSERT(bytes % KL_PAGE == 0 && align % KL_PAGE == 0 && (align & (align - 1)) == 0);
+	heap_unlock(h, op->token);
+	void *m = h->source.map(h->source.ctx, bytes, align);
+	op->token = heap_lock(h);
+	if (!m) {
+		h->source_failures++;
+		return NULL;
+	}
+	h->maps++;
+	h->source_bytes += bytes;
+	if (h->source_bytes > h->peak_source)
+		h->peak_source = h->source_bytes;
+	if ((uintptr_t)m & (align - 1)) { /* a source that broke its contract */
+		h->source_failures++;
+		h->source_bytes -= bytes;
+		kl_op_unmap(h, op, m, bytes);
+		return NULL;
+	}
+	return m;
+}
+
+struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size, size_t align)
+{
+	/* Another thread may use up a new segment while the lock is dropped
+	 * to map it; a few tries make that a non-issue. */
+	for (int tries = 0; tries < 4; tries++) {
+		struct kl_blk *b = kl_fit_take(h, size, align);
+		if (b)
+			return b;
+		if (kl_seg_grow(h, op) != 0)
+			return NULL;
+	}
+	return NULL;
+}
+
+static struct kl_heap *heap_get(struct keel_heap *heap)
+{
+	struct kl_heap *h = kl_heap_of(heap);
+	return h && h->magic == KL_HEAP_MAGIC ? h : NULL;
+}
+
+int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
+{
+	if (!heap || !config)
+		return KEEL_EINVAL;
+	const struct keel_source *src = config->source;
+	const struct keel_lock *lk = config->lock;
+	if (src && (!src->map || !src->unmap))
+		return KEEL_EINVAL;
+	if (lk && (!lk->lock || !lk->unlock))
+		return KEEL_EINVAL;
+	struct kl_heap *h = kl_heap_of(heap);
+	kl_memset(h, 0, sizeof(*h));
+	h->config = *config;
+	if (src) {
+		h->source = *src;
+		h->has_source = 1;
+	}
+	if (lk)
+		h->lock = *lk;
+	h->retain_bytes = config->retain_bytes ? config->retain_bytes : KL_SEG;
+	kl_small_init(h);
+	h->magic = KL_HEAP_MAGIC;
+	return 0;
+}
+
+int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h || !base)
+		return KEEL_EINVAL;
+	struct kl_op op;
+	kl_op_begin(h, &op);
+	int err = kl_seg_region(h, (uintptr_t)base, len);
+	kl_op_end(h, &op);
+	return err;
+}
+
+int keel_heap_destroy(struct keel_heap *heap)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return KEEL_EINVAL;
+	int err = h->has_source ? kl_seg_destroy_all(h) : 0;
+	h->magic = 0;
+	return err;
+}
+
+/* What the heap knows of a live block. */
+struct blockinfo {
+	struct kl_seg *seg;
+	struct kl_run *run;
+	int kind;
+	size_t usable, requested, align;
+};
+
+/* 0 and *bi if p is a live block of h, else the error a free of p gets.
+ * Reads only memory the registry or a region vouches for. O(1). */
+static int locate(struct kl_heap *h, uintptr_t p, struct blockinfo *bi)
+{
+	struct kl_where w = kl_seg_find(h, p);
+	if (w.err)
+		return w.err;
+	struct kl_seg *s = w.seg;
+	bi->seg = s;
+	bi->run = NULL;
+	if (s->kind == KL_SEG_LARGE) {
+		if (p != s->base)
+			return KEEL_EINTERIOR;
+		bi->kind = KEEL_KIND_LARGE;
+		bi->usable = kl_large_usable(s);
+		bi->requested = s->requested;
+		bi->align = (size_t)1 << s->align_shift;
+		return 0;
+	}
+	if ((p & (KL_GRAN - 1)) || p < s->arena || p >= s->arena_end)
+		return KEEL_EINTERIOR;
+	struct kl_run *r = kl_run_of(s, p);
+	if (r->cls) {
+		int err = kl_small_validate(h, s, r, p);
+		if (err)
+			return err;
+		bi->run = r;
+		bi->kind = KEEL_KIND_SMALL;
+		bi->usable = bi->requested = h->cls[r->cls - 1].size;
+		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable : KL_GRAN;
+		return 0;
+	}
+	int err = kl_medium_validate(h, s, p);
+	if (err)
+		return err;
+	struct kl_blk *b = kl_blk_of((void *)p);
+	bi->kind = KEEL_KIND_MEDIUM;
+	bi->usable = kl_medium_usable(b);
+	bi->requested = bi->usable - (b->head >> KL_B_SLACK_SHIFT);
+	bi->align = (size_t)1 << ((b->head >> KL_B_ALIGN_SHIFT) & 63);
+	return 0;
+}
+
+static void count_alloc(struct kl_heap *h, size_t usable, size_t requested)
+{
+	h->in_use_bytes += usable;
+	h->requested_bytes += requested;
+	if (h->in_use_bytes > h->peak_in_use)
+		h->peak_in_use = h->in_use_bytes;
+	h->live_blocks++;
+	h->alloc_count++;
+}
+
+/* Allocate with the lock held. *fresh is set when the memory came straight
+ * from a zeroing source and was never written. */
+static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int *fresh)
+{
+	*fresh = 0;
+	if (size > KL_MAX_REQUEST)
+		goto fail;
+	if (align < KL_GRAN)
+		align = KL_GRAN;
+	/* A power of two up to a page is aligned to itself, as kmalloc does. */
+	if (align == KL_GRAN && size > KL_SMALL_MAX && size <= KL_PAGE && !(size & (size - 1)))
+		align = size;
+	if (size <= KL_SMALL_MAX && align <= KL_SMALL_MAX) {
+		int c = kl_small_class_aligned(h, size, align);
+		if (c >= 0) {
+			void *p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN);
+			if (!p)
+				goto fail;
+			count_alloc(h, h->cls[c].size, h->cls[c].size);
+			h->class_live[c]++;
+			return p;
+		}
+	}
+	if (h->has_source && size + align > KL_MEDIUM_MAX) {
+		void *p = kl_large_alloc(h, op, size, align);
+		if (!p)
+			goto fail;
+		struct kl_seg *s = kl_seg_find(h, (uintptr_t)p).seg;
+		count_alloc(h, kl_large_usable(s), size);
+		*fresh = h->source.zeroed;
+		return p;
+	}
+	void *p = kl_medium_alloc(h, op, size, align);
+	if (!p)
+		goto fail;
+	struct kl_blk *b = kl_blk_of(p);
+	count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - (b->head >> KL_B_SLACK_SHIFT));
+	return p;
+fail:
+	h->failed++;
+	return NULL;
+}
+
+/* Free the live block described by bi, with the lock held. */
+static void free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const struct blockinfo *bi)
+{
+	h->in_use_bytes -= bi->usable;
+	h->requested_bytes -= bi->requested;
+	h->live_blocks--;
+	h->free_count++;
+	if (bi->kind == KEEL_KIND_SMALL) {
+		h->class_live[bi->run->cls - 1]--;
+		kl_small_free(h, op, bi->seg, bi->run, p);
+	} else if (bi->kind == KEEL_KIND_MEDIUM) {
+		kl_medium_free(h, op, bi->seg, p);
+	} else {
+		kl_large_free(h, op, bi->seg);
+	}
+}
+
+void *keel_malloc(struct keel_heap *heap, size_t size)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return NULL;
+	struct kl_op op;
+	int fresh;
+	kl_op_begin(h, &op);
+	void *p = alloc_locked(h, &op, size, KL_GRAN, &fresh);
+	kl_op_end(h, &op);
+	return p;
+}
+
+void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return NULL;
+	struct kl_op op;
+	int fresh;
+	kl_op_begin(h, &op);
+	void *p = NULL;
+	if (align == 0 || (align & (align - 1)) || align > KEEL_MAX_ALIGN)
+		h->failed++;
+	else
+		p = alloc_locked(h, &op, size, align, &fresh);
+	kl_op_end(h, &op);
+	return p;
+}
+
+void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return NULL;
+	struct kl_op op;
+	int fresh = 0;
+	void *p = NULL;
+	kl_op_begin(h, &op);
+	if (size && n > (size_t)-1 / size)
+		h->failed++;
+	else
+		p = alloc_locked(h, &op, n * size, KL_GRAN, &fresh);
+	kl_op_end(h, &op);
+	if (p && !fresh)
+		kl_memset(p, 0, n * size);
+	return p;
+}
+
+int keel_free(struct keel_heap *heap, void *p)
+{
+	if (!p)
+		return 0;
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return KEEL_EINVAL;
+	struct kl_op op;
+	struct blockinfo bi;
+	kl_op_begin(h, &op);
+	int err = locate(h, (uintptr_t)p, &bi);
+	if (!err)
+		free_locked(h, &op, (uintptr_t)p, &bi);
+	kl_op_end(h, &op);
+	return err;
+}
+
+size_t keel_usable_size(struct keel_heap *heap, const void *p)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h || !p)
+		return 0;
+	struct kl_op op;
+	struct blockinfo bi;
+	kl_op_begin(h, &op);
+	int err = locate(h, (uintptr_t)p, &bi);
+	kl_op_end(h, &op);
+	return err ? 0 : bi.usable;
+}
+
+void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
+{
+	if (!p)
+		return keel_malloc(heap, size);
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return NULL;
+	if (size == 0) {
+		keel_free(heap, p);
+		return NULL;
+	}
+	struct kl_op op;
+	struct blockinfo bi;
+	kl_op_begin(h, &op);
+	int err = locate(h, (uintptr_t)p, &bi);
+	if (err || size > KL_MAX_REQUEST) {
+		h->failed++;
+		kl_op_end(h, &op);
+		return NULL;
+	}
+	/* In place: a small slot that still fits and is not mostly empty; a
+	 * medium block that can shrink or grow into its neighbour; a large
+	 * block that still fits and would not waste half its pages. */
+	int in_place = 0;
+	if (bi.kind == KEEL_KIND_SMALL) {
+		in_place = size <= bi.usable && size > bi.usable / 2;
+	} else if (bi.kind == KEEL_KIND_MEDIUM) {
+		if (kl_medium_resize(h, &op, bi.seg, (uintptr_t)p, size) == 0) {
+			struct kl_blk *b = kl_blk_of(p);
+			size_t usable = kl_medium_usable(b);
+			h->in_use_bytes = h->in_use_bytes - bi.usable + usable;
+			h->requested_bytes = h->requested_bytes - bi.requested + usable -
+			                     (b->head >> KL_B_SLACK_SHIFT);
+			if (h->in_use_bytes > h->peak_in_use)
+				h->peak_in_use = h->in_use_bytes;
+			in_place = 1;
+		}
+	} else if (size <= bi.usable && size >= bi.usable / 2) {
+		h->requested_bytes = h->requested_bytes - bi.requested + size;
+		bi.seg->requested = size;
+		in_place = 1;
+	}
+	if (in_place) {
+		kl_op_end(h, &op);
+		return p;
+	}
+	int fresh;
+	void *q = alloc_locked(h, &op, size, bi.align, &fresh);
+	kl_op_end(h, &op);
+	if (!q)
+		return NULL;
+	kl_memcpy(q, p, size < bi.usable ? size : bi.usable);
+	keel_free(heap, p);
+	return q;
+}
+
+int keel_stats(struct keel_heap *heap, struct keel_stats *out)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h || !out)
+		return KEEL_EINVAL;
+	uintptr_t t = heap_lock(h);
+	out->requested_bytes = h->requested_bytes;
+	out->in_use_bytes = h->in_use_bytes;
+	out->peak_in_use_bytes = h->peak_in_use;
+	out->source_bytes = h->source_bytes;
+	out->peak_source_bytes = h->peak_source;
+	out->region_bytes = h->region_bytes;
+	out->free_bytes = h->medium_free_bytes + h->small_free_bytes + h->nempty_runs * KL_RUN +
+	                  h->empty_bytes;
+	out->largest_free = kl_medium_largest(h);
+	if (h->parked && h->parked->bytes > out->largest_free)
+		out->largest_free = h->parked->arena_end - h->parked->arena - KL_BLK_HDR;
+	size_t mfree = h->medium_free_bytes + h->empty_bytes;
+	out->fragmentation_pct =
+	        mfree && out->largest_free < mfree ? (unsigned)(100 - out->largest_free * 100 / mfree) : 0;
+	out->live_blocks = h->live_blocks;
+	out->alloc_count = h->alloc_count;
+	out->free_count = h->free_count;
+	out->failed_allocs = h->failed;
+	out->source_maps = h->maps;
+	out->source_unmaps = h->unmaps;
+	out->source_failures = h->source_failures;
+	out->segments = h->nsegs;
+	out->large_blocks = h->nlarge;
+	for (unsigned i = 0; i < KL_NCLASSES; i++) {
+		out->class_count[i] = h->class_live[i];
+		out->class_size[i] = h->cls[i].size;
+	}
+	heap_unlock(h, t);
+	return 0;
+}
+
+size_t keel_trim(struct keel_heap *heap)
+{
+	struct kl_heap *h = heap_get(heap);
+	if (!h)
+		return 0;
+	struct kl_op op;
+	kl_op_begin(h, &op);
+	kl_small_trim(h, &op);
+	size_t bytes = kl_seg_trim(h, &op);
+	kl_op_end(h, &op);
+	return bytes;
+}
+
+const char *keel_strerror(int err)
+{
+	switch (err) {
+	case 0: return "success";
+	case KEEL_ENOTOURS: return "pointer not owned by this heap";
+	case KEEL_EINTERIOR: return "pointer inside a block, not at its start";
+	case KEEL_EDOUBLE: return "double free";
+	case KEEL_ECORRUPT: return "heap metadata corrupted";
+	case KEEL_EINVAL: return "invalid argument";
+	case KEEL_ENOMEM: return "out of memory";
+	default: return "unknown error";
+	}
+}
+
+/* Exported for the in-core walk and check (check.c). */
+uintptr_t kl_lock(struct kl_heap *h)
+{
+	return heap_lock(h);
+}
+
+void kl_unlock(struct kl_heap *h, uintptr_t token)
+{
+	heap_unlock(h, token);
+}
+
+#ifdef KEEL_STD_NAMES
+static struct keel_heap default_heap;
+
+struct keel_heap *keel_default_heap(void)
+{
+	return &default_heap;
+}
+
+void *malloc(size_t size);
+void free(void *p);
+void *calloc(size_t n, size_t size);
+void *realloc(void *p, size_t size);
+
+void *malloc(size_t size)
+{
+	return keel_malloc(&default_heap, size);
+}
+
+void free(void *p)
+{
+	(void)keel_free(&default_heap, p);
+}
+
+void *calloc(size_t n, size_t size)
+{
+	return keel_calloc(&default_heap, n, size);
+}
+
+void *realloc(void *p, size_t size)
+{
+	return keel_realloc(&default_heap, p, size);
+}
+#endif

@@ -1,0 +1,335 @@
+/* internal.h: the core's private types, invariants and constants, and the
+ * prototypes each file shares, grouped by the file that defines them.
+ * Nothing here is visible to embedders; keel.h is the contract. */
+#ifndef KEEL_INTERNAL_H
+#define KEEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel.h"
+
+/* Build knobs, each with a safe default. */
+#ifndef KEEL_DEBUG
+#define KEEL_DEBUG 0 /* 1: cheap internal asserts, 2: also slow ones */
+#endif
+#ifndef KEEL_ASSERT_FAIL
+#define KEEL_ASSERT_FAIL(file, line, expr) __builtin_trap() /* needs no symbol */
+#endif
+#ifndef KL_PRIVATE
+#define KL_PRIVATE static /* a test build may redefine it to reach helpers */
+#endif
+
+#if KEEL_DEBUG >= 1
+#define KL_ASSERT(x) ((x) ? (void)0 : KEEL_ASSERT_FAIL(__FILE__, __LINE__, #x))
+#else
+#define KL_ASSERT(x) ((void)0)
+#endif
+#if KEEL_DEBUG >= 2
+#define KL_ASSERT_SLOW(x) KL_ASSERT(x)
+#else
+#define KL_ASSERT_SLOW(x) ((void)0)
+#endif
+
+#define KL_HIDDEN __attribute__((visibility("hidden")))
+#define KL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- geometry -------------------------------------------------------------
+ * GRAN   every block starts on a 16-byte granule; the allocation bitmap has
+ *        one bit per granule.
+ * SEG    page-source memory comes in 1 MiB segments aligned to 1 MiB, so the
+ *        registry (one entry per 1 MiB of address space) finds any pointer's
+ *        segment in three loads. Large blocks are mappings aligned to SEG too,
+ *        so two mappings never share a registry entry.
+ * RUN    small objects live in 16 KiB runs, each a RUN-aligned medium block;
+ *        16 KiB keeps a 1 KiB class at 16 slots and a run's slot index in 16
+ *        bits, and a mostly-empty heap holds little memory per class. */
+#define KL_GRAN_SHIFT 4
+#define KL_GRAN ((size_t)1 << KL_GRAN_SHIFT)
+#define KL_SEG_SHIFT 20
+#define KL_SEG ((size_t)1 << KL_SEG_SHIFT)
+#define KL_RUN_SHIFT 14
+#define KL_RUN ((size_t)1 << KL_RUN_SHIFT)
+#define KL_PAGE ((size_t)KEEL_PAGE_SIZE)
+/* With a source, requests above this get a mapping of their own: a quarter of
+ * a segment bounds the waste a medium block can strand in one. */
+#define KL_MEDIUM_MAX (KL_SEG / 4)
+#define KL_NCLASSES KEEL_NCLASSES
+#define KL_SMALL_MAX ((size_t)KEEL_SMALL_MAX)
+#define KL_MAX_REQUEST ((size_t)1 << 46) /* larger requests fail at once */
+_Static_assert(KEEL_SEGMENT_SIZE == KL_SEG, "keel.h and internal.h agree on segments");
+_Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
+
+#define kl_align_up(x, a) (((x) + ((a)-1)) & ~((uintptr_t)(a)-1))
+#define kl_align_down(x, a) ((x) & ~((uintptr_t)(a)-1))
+
+/* ---- medium blocks (TLSF) -------------------------------------------------
+ * A block:  [prev_size | head][payload ...]
+ *            16-byte header  ^ user pointer, 16-aligned
+ * head packs the block's size (header included, a multiple of 16) with flags
+ * in the low bits, and in the top bits the log2 of the alignment the block
+ * was asked for (kept across realloc) and the bytes asked for below usable
+ * (the slack, for keel_stats). A free block keeps its free-list links in its
+ * payload. Each arena ends in a sentinel header of size 0 marked used.
+ *   B1  size >= KL_MIN_BLOCK, a multiple of 16; the next header is at
+ *       (char *)b + size, and the last one is the arena's sentinel
+ *   B2  no two free blocks are neighbours (coalescing is immediate)
+ *   B3  PREV_FREE in a header  <=>  the block before it is free, and then
+ *       prev_size is that block's size
+ *   B4  a block is in free list (fl, sl) of its size  <=>  FREE is set
+ *   B5  an allocated block that is not a run has its user pointer's bit set
+ *       in the segment's allocation bitmap; free blocks have no bits set */
+struct kl_blk {
+	size_t prev_size;
+	size_t head;
+	struct kl_blk *next_free; /* only while FREE */
+	struct kl_blk *prev_free;
+};
+#define KL_BLK_HDR ((size_t)16)
+#define KL_MIN_BLOCK ((size_t)32)
+#define KL_B_FREE ((size_t)1)
+#define KL_B_PREV_FREE ((size_t)2)
+#define KL_B_RUN ((size_t)4) /* the block holds a small-object run */
+#define KL_B_SIZE_MASK ((((size_t)1 << 48) - 1) & ~(size_t)15)
+#define KL_B_ALIGN_SHIFT 48 /* 6 bits: log2 of the asked alignment */
+#define KL_B_SLACK_SHIFT 56 /* 8 bits: usable - asked, capped at 255 */
+
+#define KL_FL_SHIFT 8 /* block sizes below 256 share first level 0 */
+#define KL_SL_SHIFT 4
+#define KL_SL_COUNT (1u << KL_SL_SHIFT)
+#define KL_FL_COUNT 31 /* block sizes below 2^38 */
+#define KL_ARENA_MAX (((size_t)1 << (KL_FL_COUNT + KL_FL_SHIFT - 1)) - 16)
+
+/* ---- runs -------------------------------------------------------------------
+ * A run: nslots slots of one size class in a RUN-aligned chunk. Its header
+ * lives in the segment's side table (one entry per chunk), not in the run,
+ * so slot 0 sits at the chunk start and power-of-two classes are naturally
+ * aligned. The run is a medium block of RUN bytes whose user pointer is the
+ * chunk start, so the chunk's last 16 bytes hold the next block's header:
+ * nslots = (RUN - 16) / size.
+ *   R1  nfree == (length of the free list) + (nslots - bump)
+ *   R2  slot i < bump is on the free list  <=>  its bitmap bit is clear
+ *   R3  every free-list link points at a slot start below bump in this run
+ *   R4  0 < nfree < nslots  <=>  the run is on its class's partial list;
+ *       nfree == nslots (empty) runs sit in the heap's empty-run cache
+ * check_run() in check.c tests R1-R4 and reports the label that failed. */
+struct kl_run {
+	void *free;                  /* free list of slots: first word links */
+	struct kl_run *next, *prev;  /* partial list of the class, or empty cache */
+	struct kl_seg *seg;          /* the segment whose side table holds it */
+	uint16_t nfree, nslots, bump;
+	uint8_t cls;  /* class index + 1; 0: this chunk starts no run */
+	uint8_t where; /* KL_RUN_* list it is on */
+};
+_Static_assert(sizeof(struct kl_run) == 40, "run header is 40 bytes");
+#define KL_RUN_FULL 0
+#define KL_RUN_PARTIAL 1
+#define KL_RUN_EMPTY 2
+
+/* ---- segments --------------------------------------------------------------
+ * An arena segment (from the source, or a caller's region):
+ *   [struct kl_seg | runs[nchunks] | bitmap | arena: blocks ... | sentinel]
+ * A large segment is one mapping holding one block, its header at the tail:
+ *   [user block .............................. | struct kl_seg]
+ *   S1  magic == KL_SEG_MAGIC ^ (uintptr_t)seg and heap == the owning heap
+ *   S2  every registry entry over [base, base+bytes) names seg (the first as
+ *       a start, the rest as continuations); regions are in heap->regions
+ *   S3  an arena's blocks tile [arena, sentinel] exactly (B1)
+ *   S4  is_empty  <=>  the arena is one free block, counted in empty_bytes */
+struct kl_seg {
+	uintptr_t magic;
+	struct kl_heap *heap;
+	struct kl_seg *next, *prev; /* the heap's list of segments */
+	uintptr_t base;             /* mapping or region start */
+	size_t bytes;               /* mapping or region length */
+	uint8_t kind;               /* KL_SEG_* */
+	uint8_t is_empty;
+	uint8_t align_shift;        /* large: log2 of the asked alignment */
+	uint8_t pad_;
+	uint32_t nchunks;
+	struct kl_seg *park_next;   /* empty arenas kept for reuse (S4) */
+	/* arena */
+	uintptr_t cbase;            /* base rounded down to RUN: chunk 0 */
+	struct kl_run *runs;        /* side table, one entry per chunk */
+	uint64_t *bits;             /* allocation bitmap, one bit per granule from base */
+	uintptr_t arena, arena_end; /* first block header; arena_end - 16 is the sentinel */
+	/* large */
+	size_t requested;
+};
+#define KL_SEG_MAGIC ((uintptr_t)0x6b65656c5345474dull)
+#define KL_SEG_ARENA 1
+#define KL_SEG_REGION 2
+#define KL_SEG_LARGE 3
+#define KL_LARGE_HDR ((size_t)128)
+_Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tail slot");
+
+/* ---- registry --------------------------------------------------------------
+ * A three-level radix over the 48-bit address space at segment granularity:
+ * 8 bits in the heap, 10 bits per mapped 8 KiB node. An entry is a segment
+ * pointer, with KL_REG_CONT set for the chunks after a large block's first,
+ * or KL_REG_TOMB for the first chunk of a large block freed since (so a
+ * second free of it reports a double free, not a stranger). */
+#define KL_REG_BITS (48 - KL_SEG_SHIFT)
+#define KL_REG_ROOT_BITS 8
+#define KL_REG_NODE_BITS 10
+#define KL_REG_NODE ((size_t)1 << KL_REG_NODE_BITS)
+#define KL_REG_NODE_BYTES (KL_REG_NODE * sizeof(uintptr_t))
+_Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry covers 48 bits");
+#define KL_REG_CONT ((uintptr_t)1)
+#define KL_REG_TOMB ((uintptr_t)2)
+
+/* ---- the heap ---------------------------------------------------------------- */
+struct kl_class {
+	struct kl_run *partial; /* runs with free and used slots */
+	uint32_t size;          /* slot bytes */
+	uint32_t recip;         /* 2^32 / size rounded up: offset / size without a divide */
+	uint16_t nslots;
+};
+
+#define KL_HEAP_MAGIC ((uintptr_t)0x6b65656c48454150ull)
+#define KL_EMPTY_RUNS_MAX 4 /* empty runs cached across classes before going back */
+
+struct kl_heap {
+	uintptr_t magic;
+	struct keel_config config;
+	struct keel_source source; /* copied when config has one */
+	struct keel_lock lock;
+	int has_source;
+	int spin; /* the built-in lock, through __atomic builtins only */
+	struct kl_seg *segs; /* every arena, region and large segment */
+	struct kl_seg *parked; /* empty arenas kept for reuse, empty_bytes in all */
+	struct kl_seg *regions[KEEL_MAX_REGIONS];
+	unsigned nregions;
+	size_t retain_bytes, empty_bytes;
+	/* small */
+	struct kl_class cls[KL_NCLASSES];
+	struct kl_run *empty_runs;
+	unsigned nempty_runs;
+	/* medium: TLSF */
+	uint32_t fl_bitmap;
+	uint16_t sl_bitmap[KL_FL_COUNT];
+	struct kl_blk *heads[KL_FL_COUNT][KL_SL_COUNT];
+	/* registry */
+	uintptr_t **reg_root[1u << KL_REG_ROOT_BITS];
+	size_t reg_nodes;
+	/* counters for keel_stats */
+	size_t requested_bytes, in_use_bytes, peak_in_use;
+	size_t source_bytes, peak_source, region_bytes;
+	size_t medium_free_bytes, small_free_bytes;
+	size_t live_blocks, alloc_count, free_count, failed;
+	size_t maps, unmaps, source_failures, nsegs, nlarge;
+	size_t class_live[KL_NCLASSES];
+};
+_Static_assert(sizeof(struct kl_heap) <= KEEL_HEAP_BYTES, "heap fits keel_heap storage");
+
+static inline struct kl_heap *kl_heap_of(struct keel_heap *h) { return (struct kl_heap *)(void *)h; }
+
+static inline unsigned kl_fls(size_t x) /* index of the highest set bit; x != 0 */
+{
+	return 63u - (unsigned)__builtin_clzll((unsigned long long)x);
+}
+static inline unsigned kl_ffs(size_t x) /* index of the lowest set bit; x != 0 */
+{
+	return (unsigned)__builtin_ctzll((unsigned long long)x);
+}
+
+/* Bitmap helpers over a segment's allocation bitmap. */
+static inline size_t kl_bit_index(const struct kl_seg *s, uintptr_t p)
+{
+	return (p - s->base) >> KL_GRAN_SHIFT;
+}
+static inline int kl_bit_get(const struct kl_seg *s, uintptr_t p)
+{
+	size_t i = kl_bit_index(s, p);
+	return (int)((s->bits[i >> 6] >> (i & 63)) & 1);
+}
+static inline void kl_bit_set(struct kl_seg *s, uintptr_t p)
+{
+	size_t i = kl_bit_index(s, p);
+	s->bits[i >> 6] |= (uint64_t)1 << (i & 63);
+}
+static inline void kl_bit_clear(struct kl_seg *s, uintptr_t p)
+{
+	size_t i = kl_bit_index(s, p);
+	s->bits[i >> 6] &= ~((uint64_t)1 << (i & 63));
+}
+
+static inline struct kl_blk *kl_blk_of(void *user) { return (struct kl_blk *)(void *)((char *)user - KL_BLK_HDR); }
+static inline void *kl_user_of(struct kl_blk *b) { return (char *)b + KL_BLK_HDR; }
+static inline size_t kl_blk_size(const struct kl_blk *b) { return b->head & KL_B_SIZE_MASK; }
+static inline struct kl_blk *kl_blk_next(struct kl_blk *b) { return (struct kl_blk *)(void *)((char *)b + kl_blk_size(b)); }
+
+/* One call into the heap: the lock token, and unmaps deferred until the lock
+ * is dropped (the source is never called for an unmap with the lock held). */
+#define KL_OP_UNMAPS 8
+struct kl_op {
+	uintptr_t token;
+	unsigned nunmap;
+	struct {
+		void *p;
+		size_t bytes;
+	} unmap[KL_OP_UNMAPS];
+};
+
+/* heap.c */
+KL_HIDDEN void *kl_memset(void *p, int c, size_t n);
+KL_HIDDEN void *kl_memcpy(void *d, const void *s, size_t n);
+KL_HIDDEN uintptr_t kl_lock(struct kl_heap *h);
+KL_HIDDEN void kl_unlock(struct kl_heap *h, uintptr_t token);
+KL_HIDDEN void kl_op_begin(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_op_end(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes);
+KL_HIDDEN void *kl_op_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align);
+KL_HIDDEN struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size,
+                                           size_t align);
+
+/* segment.c */
+/* What a pointer is, as far as the heap can tell without touching it. */
+struct kl_where {
+	struct kl_seg *seg; /* NULL: not ours */
+	int err;            /* 0, or the KEEL_E* a free of p would get */
+};
+KL_HIDDEN struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p);
+KL_HIDDEN int kl_seg_grow(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
+KL_HIDDEN void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
+KL_HIDDEN int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len);
+KL_HIDDEN void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align);
+KL_HIDDEN void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
+KL_HIDDEN size_t kl_large_usable(const struct kl_seg *s);
+KL_HIDDEN size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN int kl_seg_destroy_all(struct kl_heap *h);
+KL_HIDDEN uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p);
+
+/* medium.c */
+KL_HIDDEN void kl_fit_insert(struct kl_heap *h, struct kl_blk *b);
+KL_HIDDEN void kl_fit_remove(struct kl_heap *h, struct kl_blk *b);
+KL_HIDDEN void kl_fit_mapping(size_t size, unsigned *fl, unsigned *sl);
+KL_HIDDEN struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align);
+KL_HIDDEN void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_blk *b);
+KL_HIDDEN void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align);
+KL_HIDDEN int kl_medium_validate(struct kl_heap *h, struct kl_seg *s, uintptr_t p);
+KL_HIDDEN void kl_medium_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p);
+KL_HIDDEN int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p,
+                               size_t size);
+KL_HIDDEN size_t kl_medium_usable(const struct kl_blk *b);
+KL_HIDDEN size_t kl_medium_largest(const struct kl_heap *h);
+
+/* small.c */
+KL_HIDDEN void kl_small_init(struct kl_heap *h);
+KL_HIDDEN unsigned kl_small_class(size_t size);
+KL_HIDDEN int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align);
+KL_HIDDEN void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned);
+KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
+                                const struct kl_run *r, uintptr_t p);
+KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,
+                             struct kl_run *r, uintptr_t p);
+KL_HIDDEN size_t kl_small_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p);
+KL_HIDDEN struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p);
+KL_HIDDEN size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off);
+
+/* check.c: keel_check and keel_walk only. */
+
+#endif

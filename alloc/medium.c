@@ -1,0 +1,277 @@
+/* medium.c: blocks above the small classes, and the runs that hold small
+ * classes, come from a two-level segregated fit (TLSF): O(1) search through
+ * two bitmaps, boundary tags, immediate coalescing. Sits under small.c and
+ * over segment.c, which feeds it whole arenas. */
+#include "internal.h"
+
+/* First level: the power of two of a size; second level: 16 slices of it.
+ * Sizes below 256 map linearly, 16 bytes a list. */
+void kl_fit_mapping(size_t size, unsigned *fl, unsigned *sl)
+{
+	if (size < ((size_t)1 << KL_FL_SHIFT)) {
+		*fl = 0;
+		*sl = (unsigned)(size >> KL_GRAN_SHIFT);
+	} else {
+		unsigned f = kl_fls(size);
+		*fl = f - (KL_FL_SHIFT - 1);
+		*sl = (unsigned)(size >> (f - KL_SL_SHIFT)) & (KL_SL_COUNT - 1);
+	}
+}
+
+void kl_fit_insert(struct kl_heap *h, struct kl_blk *b)
+{
+	unsigned fl, sl;
+	kl_fit_mapping(kl_blk_size(b), &fl, &sl);
+	KL_ASSERT(fl < KL_FL_COUNT);
+	struct kl_blk *head = h->heads[fl][sl];
+	b->next_free = head;
+	b->prev_free = NULL;
+	if (head)
+		head->prev_free = b;
+	h->heads[fl][sl] = b;
+	h->fl_bitmap |= 1u << fl;
+	h->sl_bitmap[fl] = (uint16_t)(h->sl_bitmap[fl] | (1u << sl));
+}
+
+void kl_fit_remove(struct kl_heap *h, struct kl_blk *b)
+{
+	unsigned fl, sl;
+	kl_fit_mapping(kl_blk_size(b), &fl, &sl);
+	if (b->prev_free)
+		b->prev_free->next_free = b->next_free;
+	else
+		h->heads[fl][sl] = b->next_free;
+	if (b->next_free)
+		b->next_free->prev_free = b->prev_free;
+	if (!h->heads[fl][sl]) {
+		h->sl_bitmap[fl] = (uint16_t)(h->sl_bitmap[fl] & ~(1u << sl));
+		if (!h->sl_bitmap[fl])
+			h->fl_bitmap &= ~(1u << fl);
+	}
+}
+
+/* The head of the first list whose every block holds size bytes. */
+static struct kl_blk *fit_find(struct kl_heap *h, size_t size)
+{
+	if (size >= ((size_t)1 << KL_FL_SHIFT))
+		size += ((size_t)1 << (kl_fls(size) - KL_SL_SHIFT)) - 1;
+	if (size > KL_ARENA_MAX)
+		return NULL;
+	unsigned fl, sl;
+	kl_fit_mapping(size, &fl, &sl);
+	uint32_t slmap = h->sl_bitmap[fl] & (~0u << sl);
+	if (!slmap) {
+		uint32_t flmap = h->fl_bitmap & (~0u << (fl + 1));
+		if (!flmap)
+			return NULL;
+		fl = kl_ffs(flmap);
+		slmap = h->sl_bitmap[fl];
+	}
+	return h->heads[fl][kl_ffs(slmap)];
+}
+
+/* Cut b (free, out of the lists) to size, returning the tail to the lists. */
+static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
+{
+	size_t bsize = kl_blk_size(b);
+	struct kl_blk *next = kl_blk_next(b);
+	if (bsize - size >= KL_MIN_BLOCK) {
+		struct kl_blk *r = (struct kl_blk *)(void *)((char *)b + size);
+		size_t rsize = bsize - size;
+		r->head = rsize | KL_B_FREE;
+		next->prev_size = rsize;
+		next->head |= KL_B_PREV_FREE;
+		b->head = (b->head & ~KL_B_SIZE_MASK) | size;
+		kl_fit_insert(h, r);
+		h->medium_free_bytes += rsize;
+	} else {
+		next->head &= ~KL_B_PREV_FREE;
+	}
+}
+
+/* Take a block of size bytes (header included) whose user pointer is aligned
+ * to align. Returns it marked used (flags clear), or NULL. O(1). */
+struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
+{
+	KL_ASSERT(size >= KL_MIN_BLOCK && size % KL_GRAN == 0);
+	size_t want = size;
+	if (align > KL_GRAN)
+		want = size + align + KL_MIN_BLOCK;
+	struct kl_blk *b = fit_find(h, want);
+	if (!b)
+		return NULL;
+	kl_fit_remove(h, b);
+	h->medium_free_bytes -= kl_blk_size(b);
+	if (align > KL_GRAN) {
+		uintptr_t u = kl_align_up((uintptr_t)b + KL_BLK_HDR, align);
+		size_t gap = u - KL_BLK_HDR - (uintptr_t)b;
+		if (gap != 0 && gap < KL_MIN_BLOCK) {
+			u += align;
+			gap += align;
+		}
+		if (gap) {
+			/* The lead becomes a free block of its own; its neighbour
+			 * before is used (B2), so it cannot coalesce. */
+			size_t bsize = kl_blk_size(b);
+			struct kl_blk *nb = (struct kl_blk *)(void *)((char *)b + gap);
+			nb->prev_size = gap;
+			nb->head = (bsize - gap) | KL_B_PREV_FREE;
+			b->head = (b->head & KL_B_PREV_FREE) | gap | KL_B_FREE;
+			kl_fit_insert(h, b);
+			h->medium_free_bytes += gap;
+			b = nb;
+		}
+	}
+	fit_split_tail(h, b, size);
+	b->head &= KL_B_SIZE_MASK | KL_B_PREV_FREE;
+	return b;
+}
+
+/* Give the used block b of arena segment s back: coalesce with free
+ * neighbours, list it, and tell segment.c if the whole arena is free. O(1). */
+void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_blk *b)
+{
+	size_t size = kl_blk_size(b);
+	h->medium_free_bytes += size;
+	if (b->head & KL_B_PREV_FREE) {
+		struct kl_blk *p = (struct kl_blk *)(void *)((char *)b - b->prev_size);
+		kl_fit_remove(h, p);
+		size += kl_blk_size(p);
+		b = p;
+	}
+	struct kl_blk *n = (struct kl_blk *)(void *)((char *)b + size);
+	if (n->head & KL_B_FREE) {
+		kl_fit_remove(h, n);
+		size += kl_blk_size(n);
+		n = (struct kl_blk *)(void *)((char *)b + size);
+	}
+	b->head = size | KL_B_FREE;
+	n->head |= KL_B_PREV_FREE;
+	n->prev_size = size;
+	kl_fit_insert(h, b);
+	if ((uintptr_t)b == s->arena && (uintptr_t)n == s->arena_end - KL_BLK_HDR)
+		kl_seg_now_empty(h, op, s);
+}
+
+static size_t medium_block_size(size_t size)
+{
+	size_t need = kl_align_up(size, KL_GRAN) + KL_BLK_HDR;
+	return need < KL_MIN_BLOCK ? KL_MIN_BLOCK : need;
+}
+
+static void medium_set_ask(struct kl_blk *b, size_t size, size_t align)
+{
+	size_t usable = kl_medium_usable(b);
+	size_t slack = usable - size;
+	if (slack > 255)
+		slack = 255;
+	b->head = (b->head & (KL_B_SIZE_MASK | KL_B_PREV_FREE | KL_B_FREE | KL_B_RUN)) |
+	          ((size_t)kl_fls(align) << KL_B_ALIGN_SHIFT) | (slack << KL_B_SLACK_SHIFT);
+}
+
+/* A medium block of size usable bytes aligned to align (a power of two >= 16),
+ * or NULL. The user pointer's bit is set (B5). */
+void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align)
+{
+	struct kl_blk *b = kl_fit_alloc_grow(h, op, medium_block_size(size), align);
+	if (!b)
+		return NULL;
+	struct kl_where w = kl_seg_find(h, (uintptr_t)kl_user_of(b));
+	KL_ASSERT(w.seg != NULL);
+	kl_bit_set(w.seg, (uintptr_t)kl_user_of(b));
+	medium_set_ask(b, size, align);
+	return kl_user_of(b);
+}
+
+size_t kl_medium_usable(const struct kl_blk *b)
+{
+	return kl_blk_size(b) - KL_BLK_HDR;
+}
+
+/* Is b, whose header says free, really on a free list of this heap? Reads
+ * only memory the registry vouches for. */
+static int medium_is_listed(struct kl_heap *h, struct kl_blk *b)
+{
+	size_t size = kl_blk_size(b);
+	if (size < KL_MIN_BLOCK || size > KL_ARENA_MAX)
+		return 0;
+	unsigned fl, sl;
+	kl_fit_mapping(size, &fl, &sl);
+	if (h->heads[fl][sl] == b)
+		return 1;
+	struct kl_blk *p = b->prev_free;
+	if (!p || ((uintptr_t)p & (KL_GRAN - 1)))
+		return 0;
+	struct kl_where w = kl_seg_find(h, (uintptr_t)p);
+	if (!w.seg || w.seg->kind == KL_SEG_LARGE || (uintptr_t)p < w.seg->arena ||
+	    (uintptr_t)p + sizeof(*p) > w.seg->arena_end)
+		return 0;
+	return p->next_free == b;
+}
+
+/* 0 if p is the user pointer of a live medium block in arena s, else the
+ * error a free of p gets. p is 16-aligned, inside s's arena, in no run. */
+int kl_medium_validate(struct kl_heap *h, struct kl_seg *s, uintptr_t p)
+{
+	if (p < s->arena + KL_BLK_HDR || p >= s->arena_end - KL_BLK_HDR)
+		return KEEL_EINTERIOR;
+	struct kl_blk *b = kl_blk_of((void *)p);
+	if (!kl_bit_get(s, p)) {
+		if ((b->head & KL_B_FREE) && medium_is_listed(h, b))
+			return KEEL_EDOUBLE;
+		return KEEL_EINTERIOR;
+	}
+	size_t size = kl_blk_size(b);
+	if ((b->head & (KL_B_FREE | KL_B_RUN)) || size < KL_MIN_BLOCK ||
+	    size > s->arena_end - KL_BLK_HDR - (uintptr_t)b)
+		return KEEL_ECORRUPT;
+	struct kl_blk *n = kl_blk_next(b);
+	if (n->head & KL_B_PREV_FREE)
+		return KEEL_ECORRUPT;
+	return 0;
+}
+
+void kl_medium_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p)
+{
+	kl_bit_clear(s, p);
+	kl_fit_give(h, op, s, kl_blk_of((void *)p));
+}
+
+/* Resize the live block at p in place to hold size bytes: shrink by cutting
+ * off the tail, grow into a free neighbour. Returns 0, or -1 if it must move. */
+int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p, size_t size)
+{
+	struct kl_blk *b = kl_blk_of((void *)p);
+	size_t need = medium_block_size(size), cur = kl_blk_size(b);
+	size_t align = (size_t)1 << ((b->head >> KL_B_ALIGN_SHIFT) & 63);
+	if (need <= cur) {
+		if (cur - need >= KL_MIN_BLOCK) {
+			struct kl_blk *r = (struct kl_blk *)(void *)((char *)b + need);
+			r->head = cur - need; /* used, its neighbour before is used */
+			b->head = (b->head & ~KL_B_SIZE_MASK) | need;
+			kl_fit_give(h, op, s, r);
+		}
+		medium_set_ask(b, size, align);
+		return 0;
+	}
+	struct kl_blk *n = kl_blk_next(b);
+	if (!(n->head & KL_B_FREE) || cur + kl_blk_size(n) < need)
+		return -1;
+	kl_fit_remove(h, n);
+	h->medium_free_bytes -= kl_blk_size(n);
+	b->head = (b->head & ~KL_B_SIZE_MASK) | (cur + kl_blk_size(n));
+	fit_split_tail(h, b, need);
+	medium_set_ask(b, size, align);
+	return 0;
+}
+
+/* The size of a block at the head of the highest non-empty list: the largest
+ * free block, to within one sixteenth. O(1). */
+size_t kl_medium_largest(const struct kl_heap *h)
+{
+	if (!h->fl_bitmap)
+		return 0;
+	unsigned fl = kl_fls(h->fl_bitmap);
+	unsigned sl = kl_fls(h->sl_bitmap[fl]);
+	return kl_blk_size(h->heads[fl][sl]);
+}

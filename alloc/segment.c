@@ -1,0 +1,394 @@
+/* segment.c: where memory comes from and how a pointer finds its owner.
+ * Arena segments (1 MiB from the page source, or a caller's region) feed
+ * medium.c; large blocks are mappings of their own. The registry, a radix
+ * map over the address space, tells in O(1) whether a pointer is ours. */
+#include "internal.h"
+
+#define REG_MASK48 (((uintptr_t)1 << 48) - 1)
+
+static size_t reg_key(uintptr_t p)
+{
+	return (size_t)((p & REG_MASK48) >> KL_SEG_SHIFT);
+}
+
+uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p)
+{
+	size_t k = reg_key(p);
+	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+	if (!mid)
+		return 0;
+	uintptr_t *leaf = mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
+	if (!leaf)
+		return 0;
+	return leaf[k & (KL_REG_NODE - 1)];
+}
+
+/* A zeroed registry node from the source, with the lock held (rare: one per
+ * GiB of address space in use). */
+static void *reg_node_new(struct kl_heap *h)
+{
+	void *n = h->source.map(h->source.ctx, KL_REG_NODE_BYTES, KL_PAGE);
+	if (!n) {
+		h->source_failures++;
+		return NULL;
+	}
+	if (!h->source.zeroed)
+		kl_memset(n, 0, KL_REG_NODE_BYTES);
+	h->maps++;
+	h->reg_nodes++;
+	h->source_bytes += KL_REG_NODE_BYTES;
+	if (h->source_bytes > h->peak_source)
+		h->peak_source = h->source_bytes;
+	return n;
+}
+
+/* The leaf slot for p, making nodes as needed; NULL if the source refused. */
+static uintptr_t *reg_slot(struct kl_heap *h, uintptr_t p)
+{
+	size_t k = reg_key(p);
+	uintptr_t ***mid = &h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+	if (!*mid && !(*mid = reg_node_new(h)))
+		return NULL;
+	uintptr_t **leaf = &(*mid)[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
+	if (!*leaf && !(*leaf = reg_node_new(h)))
+		return NULL;
+	return &(*leaf)[k & (KL_REG_NODE - 1)];
+}
+
+/* Enter s over [base, base+bytes): the first entry names s, the rest are
+ * continuations. Makes every node first, so a refusal changes nothing
+ * (nodes made on the way stay for later and go back in keel_trim). */
+static int reg_add(struct kl_heap *h, struct kl_seg *s, uintptr_t base, size_t bytes)
+{
+	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
+		if (!reg_slot(h, a))
+			return -1;
+	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
+		*reg_slot(h, a) = (uintptr_t)s | (a == base ? 0 : KL_REG_CONT);
+	return 0;
+}
+
+static void reg_remove(struct kl_heap *h, uintptr_t base, size_t bytes, uintptr_t first)
+{
+	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
+		*reg_slot(h, a) = a == base ? first : 0;
+}
+
+struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p)
+{
+	struct kl_where w = { NULL, 0 };
+	for (unsigned i = 0; i < h->nregions; i++) {
+		struct kl_seg *s = h->regions[i];
+		if (p - s->base < s->bytes) {
+			w.seg = s;
+			return w;
+		}
+	}
+	uintptr_t e = kl_reg_get(h, p);
+	if (!e) {
+		w.err = KEEL_ENOTOURS;
+		return w;
+	}
+	if (e == KL_REG_TOMB) {
+		w.err = (p & (KL_SEG - 1)) == 0 ? KEEL_EDOUBLE : KEEL_ENOTOURS;
+		return w;
+	}
+	struct kl_seg *s = (struct kl_seg *)(e & ~(KL_REG_CONT | KL_REG_TOMB));
+	if (s->magic != (KL_SEG_MAGIC ^ (uintptr_t)s) || s->heap != h) {
+		w.err = KEEL_ECORRUPT;
+		return w;
+	}
+	if (p - s->base >= s->bytes) { /* past a large block, in its last chunk */
+		w.err = KEEL_ENOTOURS;
+		return w;
+	}
+	w.seg = s;
+	if (e & KL_REG_CONT)
+		w.err = KEEL_EINTERIOR;
+	return w;
+}
+
+static void seg_link(struct kl_heap *h, struct kl_seg *s)
+{
+	s->prev = NULL;
+	s->next = h->segs;
+	if (h->segs)
+		h->segs->prev = s;
+	h->segs = s;
+	h->nsegs++;
+}
+
+static void seg_unlink(struct kl_heap *h, struct kl_seg *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		h->segs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	h->nsegs--;
+}
+
+/* Lay out an arena over [base, base+bytes) and list its one free block:
+ *   [kl_seg | runs[nchunks] | bitmap | free block ... | sentinel] */
+static void seg_init_arena(struct kl_heap *h, struct kl_seg *s, size_t bytes, int kind, int zeroed)
+{
+	uintptr_t base = (uintptr_t)s, end = base + bytes;
+	uintptr_t cbase = kl_align_down(base, KL_RUN);
+	size_t nchunks = (end - cbase + KL_RUN - 1) >> KL_RUN_SHIFT;
+	uintptr_t runs = kl_align_up(base + sizeof(struct kl_seg), 16);
+	uintptr_t bits = kl_align_up(runs + nchunks * sizeof(struct kl_run), 8);
+	size_t nbits = bytes >> KL_GRAN_SHIFT;
+	uintptr_t arena = kl_align_up(bits + kl_align_up(nbits, 64) / 8, KL_GRAN);
+	if (!zeroed)
+		kl_memset(s, 0, arena - base);
+	s->magic = KL_SEG_MAGIC ^ base;
+	s->heap = h;
+	s->base = base;
+	s->bytes = bytes;
+	s->kind = (uint8_t)kind;
+	s->is_empty = 0;
+	s->nchunks = (uint32_t)nchunks;
+	s->park_next = NULL;
+	s->cbase = cbase;
+	s->runs = (struct kl_run *)runs;
+	s->bits = (uint64_t *)bits;
+	s->arena = arena;
+	s->arena_end = kl_align_down(end, KL_GRAN);
+	struct kl_blk *b = (struct kl_blk *)arena;
+	struct kl_blk *sentinel = (struct kl_blk *)(s->arena_end - KL_BLK_HDR);
+	size_t size = (uintptr_t)sentinel - arena;
+	b->prev_size = 0;
+	b->head = size | KL_B_FREE;
+	sentinel->prev_size = size;
+	sentinel->head = KL_B_PREV_FREE;
+	kl_fit_insert(h, b);
+	h->medium_free_bytes += size;
+	seg_link(h, s);
+}
+
+/* Bytes a region needs for its own metadata and one minimal block. */
+#define REGION_MIN ((size_t)4096)
+
+int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len)
+{
+	if (base + len < base)
+		return KEEL_EINVAL;
+	uintptr_t b = kl_align_up(base, KL_GRAN), e = kl_align_down(base + len, KL_GRAN);
+	if (e <= b || e - b < REGION_MIN)
+		return KEEL_EINVAL;
+	if (e - b > KL_ARENA_MAX)
+		e = b + KL_ARENA_MAX; /* what one arena can index; the rest is unused */
+	for (unsigned i = 0; i < h->nregions; i++) {
+		struct kl_seg *r = h->regions[i];
+		if (b < r->base + r->bytes && r->base < e)
+			return KEEL_EINVAL;
+	}
+	for (struct kl_seg *s = h->segs; s; s = s->next)
+		if (s->kind != KL_SEG_REGION && b < s->base + s->bytes && s->base < e)
+			return KEEL_EINVAL;
+	if (h->nregions == KEEL_MAX_REGIONS)
+		return KEEL_ENOMEM;
+	struct kl_seg *s = (struct kl_seg *)b;
+	seg_init_arena(h, s, e - b, KL_SEG_REGION, 0);
+	h->regions[h->nregions++] = s;
+	h->region_bytes += e - b;
+	return 0;
+}
+
+/* Make room for another medium block: a parked empty arena if there is one,
+ * else a new segment from the source. Returns 0 or -1. */
+int kl_seg_grow(struct kl_heap *h, struct kl_op *op)
+{
+	struct kl_seg *s = h->parked;
+	if (s) {
+		h->parked = s->park_next;
+		s->park_next = NULL;
+		s->is_empty = 0;
+		h->empty_bytes -= s->bytes;
+		struct kl_blk *b = (struct kl_blk *)s->arena;
+		kl_fit_insert(h, b);
+		h->medium_free_bytes += kl_blk_size(b);
+		return 0;
+	}
+	if (!h->has_source)
+		return -1;
+	void *m = kl_op_map(h, op, KL_SEG, KL_SEG);
+	if (!m)
+		return -1;
+	s = (struct kl_seg *)m;
+	if (reg_add(h, s, (uintptr_t)m, KL_SEG) != 0) {
+		h->source_bytes -= KL_SEG;
+		kl_op_unmap(h, op, m, KL_SEG);
+		return -1;
+	}
+	seg_init_arena(h, s, KL_SEG, KL_SEG_ARENA, h->source.zeroed);
+	return 0;
+}
+
+/* Unregister s and hand its mapping to op, to be unmapped once unlocked. */
+void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
+{
+	void *base = (void *)s->base;
+	size_t bytes = s->bytes;
+	reg_remove(h, s->base, bytes, 0);
+	seg_unlink(h, s);
+	s->magic = 0;
+	h->source_bytes -= bytes;
+	kl_op_unmap(h, op, base, bytes);
+}
+
+/* The arena of s is one free block (S4): take it off the lists and keep the
+ * segment for reuse while the retained bytes allow, else give it back.
+ * Regions stay as they are. */
+void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
+{
+	if (s->kind != KL_SEG_ARENA)
+		return;
+	struct kl_blk *b = (struct kl_blk *)s->arena;
+	kl_fit_remove(h, b);
+	h->medium_free_bytes -= kl_blk_size(b);
+	if (h->empty_bytes + s->bytes <= h->retain_bytes) {
+		s->is_empty = 1;
+		s->park_next = h->parked;
+		h->parked = s;
+		h->empty_bytes += s->bytes;
+	} else {
+		kl_seg_release(h, op, s);
+	}
+}
+
+/* A block of its own for size bytes: a mapping aligned to at least a segment
+ * (so no two mappings share a registry entry), the header in its last bytes.
+ *   [user block ...................... | kl_seg] */
+void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align)
+{
+	size_t bytes = kl_align_up(size + KL_LARGE_HDR, KL_PAGE);
+	if (bytes < size)
+		return NULL;
+	void *m = kl_op_map(h, op, bytes, align > KL_SEG ? align : KL_SEG);
+	if (!m)
+		return NULL;
+	struct kl_seg *s = (struct kl_seg *)(void *)((char *)m + bytes - KL_LARGE_HDR);
+	if (!h->source.zeroed)
+		kl_memset(s, 0, sizeof(*s));
+	s->magic = KL_SEG_MAGIC ^ (uintptr_t)s;
+	s->heap = h;
+	s->base = (uintptr_t)m;
+	s->bytes = bytes;
+	s->kind = KL_SEG_LARGE;
+	s->align_shift = (uint8_t)kl_fls(align);
+	s->requested = size;
+	if (reg_add(h, s, (uintptr_t)m, bytes) != 0) {
+		h->source_bytes -= bytes;
+		s->magic = 0;
+		kl_op_unmap(h, op, m, bytes);
+		return NULL;
+	}
+	seg_link(h, s);
+	h->nlarge++;
+	return m;
+}
+
+size_t kl_large_usable(const struct kl_seg *s)
+{
+	return s->bytes - KL_LARGE_HDR;
+}
+
+void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
+{
+	void *base = (void *)s->base;
+	size_t bytes = s->bytes;
+	reg_remove(h, s->base, bytes, KL_REG_TOMB);
+	seg_unlink(h, s);
+	s->magic = 0;
+	h->nlarge--;
+	h->source_bytes -= bytes;
+	kl_op_unmap(h, op, base, bytes);
+}
+
+static int reg_leaf_live(const uintptr_t *leaf)
+{
+	for (size_t i = 0; i < KL_REG_NODE; i++)
+		if (leaf[i] && leaf[i] != KL_REG_TOMB)
+			return 1;
+	return 0;
+}
+
+/* Give back parked arenas, then registry nodes that name no live segment.
+ * Returns the bytes returned. */
+size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op)
+{
+	size_t bytes = 0;
+	while (h->parked) {
+		struct kl_seg *s = h->parked;
+		h->parked = s->park_next;
+		h->empty_bytes -= s->bytes;
+		bytes += s->bytes;
+		kl_seg_release(h, op, s);
+	}
+	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
+		uintptr_t **mid = h->reg_root[r];
+		if (!mid)
+			continue;
+		size_t kept = 0;
+		for (size_t m = 0; m < KL_REG_NODE; m++) {
+			if (!mid[m])
+				continue;
+			if (reg_leaf_live(mid[m])) {
+				kept++;
+				continue;
+			}
+			uintptr_t *leaf = mid[m];
+			mid[m] = NULL; /* detached before op may drop the lock */
+			kl_op_unmap(h, op, leaf, KL_REG_NODE_BYTES);
+			h->reg_nodes--;
+			h->source_bytes -= KL_REG_NODE_BYTES;
+			bytes += KL_REG_NODE_BYTES;
+		}
+		if (!kept) {
+			h->reg_root[r] = NULL;
+			kl_op_unmap(h, op, mid, KL_REG_NODE_BYTES);
+			h->reg_nodes--;
+			h->source_bytes -= KL_REG_NODE_BYTES;
+			bytes += KL_REG_NODE_BYTES;
+		}
+	}
+	return bytes;
+}
+
+/* Unmap every segment and registry node; the heap is dead afterwards.
+ * Returns 0 or the first unmap error. */
+int kl_seg_destroy_all(struct kl_heap *h)
+{
+	int err = 0, e;
+	struct kl_seg *s = h->segs;
+	while (s) {
+		struct kl_seg *next = s->next;
+		if (s->kind != KL_SEG_REGION) {
+			void *base = (void *)s->base;
+			size_t bytes = s->bytes;
+			s->magic = 0;
+			e = h->source.unmap(h->source.ctx, base, bytes);
+			if (e && !err)
+				err = e;
+		}
+		s = next;
+	}
+	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
+		uintptr_t **mid = h->reg_root[r];
+		if (!mid)
+			continue;
+		for (size_t m = 0; m < KL_REG_NODE; m++) {
+			if (mid[m]) {
+				e = h->source.unmap(h->source.ctx, mid[m], KL_REG_NODE_BYTES);
+				if (e && !err)
+					err = e;
+			}
+		}
+		e = h->source.unmap(h->source.ctx, mid, KL_REG_NODE_BYTES);
+		if (e && !err)
+			err = e;
+	}
+	return err;
+}

@@ -1,0 +1,218 @@
+/* small.c: requests up to KEEL_SMALL_MAX bytes come from runs of one size
+ * class: no per-object header, a free list of slots and one bitmap bit per
+ * slot, so a double or interior free is caught in O(1). Runs are medium
+ * blocks (medium.c); empty ones are cached a little before going back. */
+#include "internal.h"
+
+/* 16-byte steps to 128, then four classes per doubling: at most 20% of a slot
+ * is lost to rounding above 128 bytes, and every power of two is a class. */
+static const uint16_t class_sizes[KL_NCLASSES] = {
+	16,  32,  48,  64,  80,  96,  112, 128, 160, 192,
+	224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+};
+_Static_assert(KL_RUN / 16 - 1 <= 0xffff, "slot counts fit 16 bits");
+
+void kl_small_init(struct kl_heap *h)
+{
+	for (unsigned i = 0; i < KL_NCLASSES; i++) {
+		struct kl_class *c = &h->cls[i];
+		c->size = class_sizes[i];
+		c->recip = (uint32_t)((((uint64_t)1 << 32) + c->size - 1) / c->size);
+		c->nslots = (uint16_t)((KL_RUN - KL_BLK_HDR) / c->size);
+		c->partial = NULL;
+	}
+}
+
+unsigned kl_small_class(size_t size)
+{
+	if (size <= 128)
+		return size ? (unsigned)((size + 15) >> 4) - 1 : 0;
+	unsigned f = kl_fls(size - 1);
+	return 8 + (f - 7) * 4 + (unsigned)(((size - 1) >> (f - 2)) & 3);
+}
+
+/* The smallest class holding size whose slots are all aligned to align (slot
+ * i sits at chunk + i * size, so the size must be a multiple of align), or -1. */
+int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align)
+{
+	if (align <= KL_GRAN)
+		return (int)kl_small_class(size);
+	if (size < align)
+		size = align;
+	if (size > KL_SMALL_MAX)
+		return -1;
+	for (unsigned c = kl_small_class(size); c < KL_NCLASSES; c++)
+		if ((h->cls[c].size & (align - 1)) == 0)
+			return (int)c;
+	return -1;
+}
+
+struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p)
+{
+	return &s->runs[(p - s->cbase) >> KL_RUN_SHIFT];
+}
+
+static uintptr_t run_base(const struct kl_run *r)
+{
+	return r->seg->cbase + ((size_t)(r - r->seg->runs) << KL_RUN_SHIFT);
+}
+
+/* off / size for a slot offset within a run, by multiply and shift: exact
+ * for off < 2^14 because recip errs by less than 2^-18 of a slot. */
+size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off)
+{
+	return (size_t)(((uint64_t)off * h->cls[r->cls - 1].recip) >> 32);
+}
+
+static void run_unlink(struct kl_run **list, struct kl_run *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		*list = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	r->next = r->prev = NULL;
+}
+
+static void run_push(struct kl_run **list, struct kl_run *r)
+{
+	r->prev = NULL;
+	r->next = *list;
+	if (*list)
+		(*list)->prev = r;
+	*list = r;
+}
+
+/* A run for class cls on the class's partial list: an empty cached run if
+ * there is one, else a new RUN-aligned medium block. */
+static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls)
+{
+	struct kl_run *r = h->empty_runs;
+	if (r) {
+		run_unlink(&h->empty_runs, r);
+		h->nempty_runs--;
+	} else {
+		struct kl_blk *b = kl_fit_alloc_grow(h, op, KL_RUN, KL_RUN);
+		if (!b)
+			return NULL;
+		b->head |= KL_B_RUN;
+		uintptr_t u = (uintptr_t)kl_user_of(b);
+		struct kl_seg *s = kl_seg_find(h, u).seg;
+		KL_ASSERT(s && (u & (KL_RUN - 1)) == 0);
+		r = kl_run_of(s, u);
+		r->seg = s;
+	}
+	struct kl_class *c = &h->cls[cls];
+	r->cls = (uint8_t)(cls + 1);
+	r->nslots = c->nslots;
+	r->nfree = c->nslots;
+	r->bump = 0;
+	r->free = NULL;
+	r->where = KL_RUN_PARTIAL;
+	run_push(&c->partial, r);
+	h->small_free_bytes += (size_t)c->nslots * c->size;
+	return r;
+}
+
+/* A slot of class cls. aligned marks it as asked with an alignment above 16,
+ * so realloc keeps that alignment: the bit of the slot's second granule,
+ * unused otherwise, records it (classes of 32 bytes and more). */
+void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned)
+{
+	struct kl_class *c = &h->cls[cls];
+	struct kl_run *r = c->partial;
+	if (KL_UNLIKELY(!r)) {
+		r = run_new(h, op, cls);
+		if (!r)
+			return NULL;
+	}
+	uintptr_t p;
+	if (r->free) {
+		p = (uintptr_t)r->free;
+		r->free = *(void **)r->free;
+	} else {
+		p = run_base(r) + (size_t)r->bump * c->size;
+		r->bump++;
+	}
+	if (--r->nfree == 0) {
+		run_unlink(&c->partial, r);
+		r->where = KL_RUN_FULL;
+	}
+	kl_bit_set(r->seg, p);
+	if (aligned)
+		kl_bit_set(r->seg, p + KL_GRAN);
+	h->small_free_bytes -= c->size;
+	return (void *)p;
+}
+
+/* 0 if p is a live slot of run r in segment s, else the error a free gets. */
+int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const struct kl_run *r,
+                      uintptr_t p)
+{
+	if (r->cls > KL_NCLASSES || r->nfree > r->nslots || r->bump > r->nslots || r->seg != s)
+		return KEEL_ECORRUPT;
+	uintptr_t off = p - run_base(r);
+	size_t i = kl_slot_index(h, r, off);
+	if (i * h->cls[r->cls - 1].size != off || i >= r->nslots)
+		return KEEL_EINTERIOR;
+	if (!kl_bit_get(s, p))
+		return i < r->bump ? KEEL_EDOUBLE : KEEL_EINTERIOR;
+	return 0;
+}
+
+int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p)
+{
+	(void)r;
+	return kl_bit_get(s, p + KL_GRAN);
+}
+
+/* Give run r back to the medium blocks it came from. */
+static void run_release(struct kl_heap *h, struct kl_op *op, struct kl_run *r)
+{
+	uintptr_t u = run_base(r);
+	struct kl_blk *b = kl_blk_of((void *)u);
+	r->cls = 0;
+	b->head &= ~KL_B_RUN;
+	kl_fit_give(h, op, r->seg, b);
+}
+
+void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_run *r, uintptr_t p)
+{
+	struct kl_class *c = &h->cls[r->cls - 1];
+	kl_bit_clear(s, p);
+	if (c->size > KL_GRAN)
+		kl_bit_clear(s, p + KL_GRAN);
+	*(void **)p = r->free;
+	r->free = (void *)p;
+	h->small_free_bytes += c->size;
+	if (r->nfree++ == 0) {
+		run_push(&c->partial, r);
+		r->where = KL_RUN_PARTIAL;
+	}
+	if (r->nfree == r->nslots) {
+		run_unlink(&c->partial, r);
+		h->small_free_bytes -= (size_t)r->nslots * c->size;
+		if (h->nempty_runs < KL_EMPTY_RUNS_MAX) {
+			r->where = KL_RUN_EMPTY;
+			run_push(&h->empty_runs, r);
+			h->nempty_runs++;
+		} else {
+			run_release(h, op, r);
+		}
+	}
+}
+
+/* Return every cached empty run; the bytes go back to the medium blocks. */
+size_t kl_small_trim(struct kl_heap *h, struct kl_op *op)
+{
+	size_t bytes = 0;
+	while (h->empty_runs) {
+		struct kl_run *r = h->empty_runs;
+		run_unlink(&h->empty_runs, r);
+		h->nempty_runs--;
+		run_release(h, op, r);
+		bytes += KL_RUN;
+	}
+	return bytes;
+}
