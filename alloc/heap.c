@@ -234,7 +234,8 @@ static int locate(struct kl_heap *h, uintptr_t p, struct blockinfo *bi)
 		bi->run = r;
 		bi->kind = KEEL_KIND_SMALL;
 		bi->usable = bi->requested = h->cls[r->cls - 1].size;
-		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable : KL_GRAN;
+		/* an aligned slot's class is a multiple of the alignment asked */
+		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable & -bi->usable : KL_GRAN;
 		return 0;
 	}
 	int err = kl_medium_validate(h, s, p);
@@ -270,19 +271,23 @@ static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size
 	/* A power of two up to a page is aligned to itself, as kmalloc does. */
 	if (align == KL_GRAN && size > KL_SMALL_MAX && size <= KL_PAGE && !(size & (size - 1)))
 		align = size;
-	if (size <= KL_SMALL_MAX && align <= KL_SMALL_MAX) {
-		int c = kl_small_class_aligned(h, size, align);
-		if (c >= 0) {
-			void *p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN);
-			if (!p)
-				goto fail;
-			count_alloc(h, h->cls[c].size, h->cls[c].size);
-			h->class_live[c]++;
-			return p;
-		}
+	void *p;
+	int c = size <= KL_SMALL_MAX && align <= KL_SMALL_MAX ? kl_small_class_aligned(h, size, align) : -1;
+	if (c >= 0) {
+		/* A slot from a run; failing that a medium block from free memory
+		 * already held (a small region has no room for a whole run); only
+		 * then a run from a new segment. */
+		p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 0);
+		if (!p && (p = kl_medium_alloc(h, op, size, align, 0)) != NULL)
+			goto medium;
+		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
+			goto fail;
+		count_alloc(h, h->cls[c].size, h->cls[c].size);
+		h->class_live[c]++;
+		return p;
 	}
 	if (h->has_source && size + align > KL_MEDIUM_MAX) {
-		void *p = kl_large_alloc(h, op, size, align);
+		p = kl_large_alloc(h, op, size, align);
 		if (!p)
 			goto fail;
 		struct kl_seg *s = kl_seg_find(h, (uintptr_t)p).seg;
@@ -290,9 +295,10 @@ static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size
 		*fresh = h->source.zeroed;
 		return p;
 	}
-	void *p = kl_medium_alloc(h, op, size, align);
+	p = kl_medium_alloc(h, op, size, align, 1);
 	if (!p)
 		goto fail;
+medium:;
 	struct kl_blk *b = kl_blk_of(p);
 	count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - (b->head >> KL_B_SLACK_SHIFT));
 	return p;
@@ -422,7 +428,8 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 	 * block that still fits and would not waste half its pages. */
 	int in_place = 0;
 	if (bi.kind == KEEL_KIND_SMALL) {
-		in_place = size <= bi.usable && size > bi.usable / 2;
+		in_place = size <= bi.usable &&
+		           (size > bi.usable / 2 || kl_small_class(size) == (unsigned)(bi.run->cls - 1));
 	} else if (bi.kind == KEEL_KIND_MEDIUM) {
 		if (kl_medium_resize(h, &op, bi.seg, (uintptr_t)p, size) == 0) {
 			struct kl_blk *b = kl_blk_of(p);
@@ -434,7 +441,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 				h->peak_in_use = h->in_use_bytes;
 			in_place = 1;
 		}
-	} else if (size <= bi.usable && size >= bi.usable / 2) {
+	} else if (size <= bi.usable && size > bi.usable / 2) {
 		h->requested_bytes = h->requested_bytes - bi.requested + size;
 		bi.seg->requested = size;
 		in_place = 1;
@@ -497,8 +504,10 @@ size_t keel_trim(struct keel_heap *heap)
 		return 0;
 	struct kl_op op;
 	kl_op_begin(h, &op);
+	size_t before = h->source_bytes;
 	kl_small_trim(h, &op);
-	size_t bytes = kl_seg_trim(h, &op);
+	kl_seg_trim(h, &op);
+	size_t bytes = before - h->source_bytes;
 	kl_op_end(h, &op);
 	return bytes;
 }

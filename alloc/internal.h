@@ -298,7 +298,7 @@ KL_HIDDEN int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len);
 KL_HIDDEN void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align);
 KL_HIDDEN void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN size_t kl_large_usable(const struct kl_seg *s);
-KL_HIDDEN size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_seg_trim(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN int kl_seg_destroy_all(struct kl_heap *h);
 KL_HIDDEN uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p);
 
@@ -308,7 +308,8 @@ KL_HIDDEN void kl_fit_remove(struct kl_heap *h, struct kl_blk *b);
 KL_HIDDEN void kl_fit_mapping(size_t size, unsigned *fl, unsigned *sl);
 KL_HIDDEN struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align);
 KL_HIDDEN void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_blk *b);
-KL_HIDDEN void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align);
+KL_HIDDEN void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
+                                int grow);
 KL_HIDDEN int kl_medium_validate(struct kl_heap *h, struct kl_seg *s, uintptr_t p);
 KL_HIDDEN void kl_medium_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p);
 KL_HIDDEN int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p,
@@ -320,12 +321,13 @@ KL_HIDDEN size_t kl_medium_largest(const struct kl_heap *h);
 KL_HIDDEN void kl_small_init(struct kl_heap *h);
 KL_HIDDEN unsigned kl_small_class(size_t size);
 KL_HIDDEN int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align);
-KL_HIDDEN void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned);
+KL_HIDDEN void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned,
+                               int grow);
 KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
                                 const struct kl_run *r, uintptr_t p);
 KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,
                              struct kl_run *r, uintptr_t p);
-KL_HIDDEN size_t kl_small_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_small_trim(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p);
 KL_HIDDEN struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p);
 KL_HIDDEN size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off);

@@ -42,11 +42,11 @@ extern "C" {
  * it returns 0 or a negative errno-style code.
  * protect is optional (may be NULL); it changes a page-aligned subrange of a
  * mapping to one of KEEL_PROT_* and returns 0 or a negative code.
- * keel maps and unmaps segments and large blocks with no heap lock held,
- * possibly from several threads at once if the heap is shared, so a source
- * used by a shared heap must be thread-safe itself. The registry's small
- * nodes (8 KiB for each GiB of address space in use) are mapped and unmapped
- * with the lock held. A source must never call into the heap it serves. */
+ * keel calls map, unmap and protect with no heap lock held, possibly from
+ * several threads at once if the heap is shared, so a source used by a
+ * shared heap must be thread-safe itself. Besides segments and large blocks,
+ * keel maps 8 KiB registry nodes (a few for each GiB of address space in
+ * use), given back by keel_trim once they index nothing. */
 struct keel_source {
 	void *(*map)(void *ctx, size_t bytes, size_t align);
 	int (*unmap)(void *ctx, void *p, size_t bytes);
@@ -116,9 +116,13 @@ void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
 
 /* Resize p to size bytes, keeping min(old, new) bytes of content.
  * p == NULL: same as keel_malloc(size). size == 0 with p != NULL: p is freed and
- * NULL returned. Grows and shrinks in place when it can; when it moves, the new
- * block keeps the alignment p was allocated with. On failure (exhaustion, or p
- * not a live block of this heap) NULL is returned and p is left untouched. */
+ * NULL returned. In place when it can: a small block while size still maps to
+ * its class or fills more than half of it; a medium block by shrinking or by
+ * growing into a free neighbour; a large block while size fits and keeps more
+ * than half of its pages in use (a smaller one moves, so the pages go back).
+ * When it moves, the new block keeps the alignment p was allocated with. On
+ * failure (exhaustion, or p not a live block of this heap) NULL is returned
+ * and p is left untouched. */
 void *keel_realloc(struct keel_heap *heap, void *p, size_t size);
 
 /* Allocate size bytes aligned to align, any power of two up to KEEL_MAX_ALIGN.

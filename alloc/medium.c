@@ -170,10 +170,12 @@ static void medium_set_ask(struct kl_blk *b, size_t size, size_t align)
 }
 
 /* A medium block of size usable bytes aligned to align (a power of two >= 16),
- * or NULL. The user pointer's bit is set (B5). */
-void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align)
+ * or NULL; from a new segment too if grow is set. The user pointer's bit is
+ * set (B5). */
+void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int grow)
 {
-	struct kl_blk *b = kl_fit_alloc_grow(h, op, medium_block_size(size), align);
+	size_t bsize = medium_block_size(size);
+	struct kl_blk *b = grow ? kl_fit_alloc_grow(h, op, bsize, align) : kl_fit_take(h, bsize, align);
 	if (!b)
 		return NULL;
 	struct kl_where w = kl_seg_find(h, (uintptr_t)kl_user_of(b));

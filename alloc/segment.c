@@ -23,55 +23,74 @@ uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p)
 	return leaf[k & (KL_REG_NODE - 1)];
 }
 
-/* A zeroed registry node from the source, with the lock held (rare: one per
- * GiB of address space in use). */
-static void *reg_node_new(struct kl_heap *h)
+/* The leaf slot for p, or NULL if its nodes are not there. */
+static uintptr_t *reg_find_slot(const struct kl_heap *h, uintptr_t p)
 {
-	void *n = h->source.map(h->source.ctx, KL_REG_NODE_BYTES, KL_PAGE);
-	if (!n) {
-		h->source_failures++;
+	size_t k = reg_key(p);
+	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+	if (!mid)
 		return NULL;
+	uintptr_t *leaf = mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
+	return leaf ? &leaf[k & (KL_REG_NODE - 1)] : NULL;
+}
+
+/* Put a zeroed node at *at unless it is there. The node is mapped with the
+ * lock dropped, so another thread may have put one there meanwhile: then
+ * ours goes back. Returns 0 or -1 if the source refused. */
+static int reg_node_ensure(struct kl_heap *h, struct kl_op *op, void **at)
+{
+	if (*at)
+		return 0;
+	void *n = kl_op_map(h, op, KL_REG_NODE_BYTES, KL_PAGE);
+	if (!n)
+		return -1;
+	if (*at) {
+		h->source_bytes -= KL_REG_NODE_BYTES;
+		kl_op_unmap(h, op, n, KL_REG_NODE_BYTES);
+		return 0;
 	}
 	if (!h->source.zeroed)
 		kl_memset(n, 0, KL_REG_NODE_BYTES);
-	h->maps++;
+	*at = n;
 	h->reg_nodes++;
-	h->source_bytes += KL_REG_NODE_BYTES;
-	if (h->source_bytes > h->peak_source)
-		h->peak_source = h->source_bytes;
-	return n;
+	return 0;
 }
 
-/* The leaf slot for p, making nodes as needed; NULL if the source refused. */
-static uintptr_t *reg_slot(struct kl_heap *h, uintptr_t p)
+/* Make the nodes for p's entry; 0 or -1. */
+static int reg_prepare(struct kl_heap *h, struct kl_op *op, uintptr_t p)
 {
 	size_t k = reg_key(p);
 	uintptr_t ***mid = &h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-	if (!*mid && !(*mid = reg_node_new(h)))
-		return NULL;
+	if (reg_node_ensure(h, op, (void **)mid) != 0)
+		return -1;
 	uintptr_t **leaf = &(*mid)[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
-	if (!*leaf && !(*leaf = reg_node_new(h)))
-		return NULL;
-	return &(*leaf)[k & (KL_REG_NODE - 1)];
+	return reg_node_ensure(h, op, (void **)leaf);
 }
 
 /* Enter s over [base, base+bytes): the first entry names s, the rest are
  * continuations. Makes every node first, so a refusal changes nothing
- * (nodes made on the way stay for later and go back in keel_trim). */
-static int reg_add(struct kl_heap *h, struct kl_seg *s, uintptr_t base, size_t bytes)
+ * (nodes made on the way stay for later and go back in keel_trim).
+ * Making a node drops the lock, and a keel_trim meanwhile may take back a
+ * node that indexes nothing yet: so check them all again, lock held. */
+static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t base, size_t bytes)
 {
-	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
-		if (!reg_slot(h, a))
-			return -1;
-	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
-		*reg_slot(h, a) = (uintptr_t)s | (a == base ? 0 : KL_REG_CONT);
+	uintptr_t a;
+	do {
+		for (a = base; a < base + bytes; a += KL_SEG)
+			if (reg_prepare(h, op, a) != 0)
+				return -1;
+		for (a = base; a < base + bytes && reg_find_slot(h, a); a += KL_SEG)
+			;
+	} while (a < base + bytes);
+	for (a = base; a < base + bytes; a += KL_SEG)
+		*reg_find_slot(h, a) = (uintptr_t)s | (a == base ? 0 : KL_REG_CONT);
 	return 0;
 }
 
 static void reg_remove(struct kl_heap *h, uintptr_t base, size_t bytes, uintptr_t first)
 {
 	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
-		*reg_slot(h, a) = a == base ? first : 0;
+		*reg_find_slot(h, a) = a == base ? first : 0;
 }
 
 struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p)
@@ -217,7 +236,7 @@ int kl_seg_grow(struct kl_heap *h, struct kl_op *op)
 	if (!m)
 		return -1;
 	s = (struct kl_seg *)m;
-	if (reg_add(h, s, (uintptr_t)m, KL_SEG) != 0) {
+	if (reg_add(h, op, s, (uintptr_t)m, KL_SEG) != 0) {
 		h->source_bytes -= KL_SEG;
 		kl_op_unmap(h, op, m, KL_SEG);
 		return -1;
@@ -279,7 +298,7 @@ void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t al
 	s->kind = KL_SEG_LARGE;
 	s->align_shift = (uint8_t)kl_fls(align);
 	s->requested = size;
-	if (reg_add(h, s, (uintptr_t)m, bytes) != 0) {
+	if (reg_add(h, op, s, (uintptr_t)m, bytes) != 0) {
 		h->source_bytes -= bytes;
 		s->magic = 0;
 		kl_op_unmap(h, op, m, bytes);
@@ -315,16 +334,13 @@ static int reg_leaf_live(const uintptr_t *leaf)
 	return 0;
 }
 
-/* Give back parked arenas, then registry nodes that name no live segment.
- * Returns the bytes returned. */
-size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op)
+/* Give back parked arenas, then registry nodes that name no live segment. */
+void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 {
-	size_t bytes = 0;
 	while (h->parked) {
 		struct kl_seg *s = h->parked;
 		h->parked = s->park_next;
 		h->empty_bytes -= s->bytes;
-		bytes += s->bytes;
 		kl_seg_release(h, op, s);
 	}
 	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
@@ -344,17 +360,14 @@ size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 			kl_op_unmap(h, op, leaf, KL_REG_NODE_BYTES);
 			h->reg_nodes--;
 			h->source_bytes -= KL_REG_NODE_BYTES;
-			bytes += KL_REG_NODE_BYTES;
 		}
 		if (!kept) {
 			h->reg_root[r] = NULL;
 			kl_op_unmap(h, op, mid, KL_REG_NODE_BYTES);
 			h->reg_nodes--;
 			h->source_bytes -= KL_REG_NODE_BYTES;
-			bytes += KL_REG_NODE_BYTES;
 		}
 	}
-	return bytes;
 }
 
 /* Unmap every segment and registry node; the heap is dead afterwards.

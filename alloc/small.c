@@ -85,15 +85,17 @@ static void run_push(struct kl_run **list, struct kl_run *r)
 }
 
 /* A run for class cls on the class's partial list: an empty cached run if
- * there is one, else a new RUN-aligned medium block. */
-static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls)
+ * there is one, else a new RUN-aligned medium block (from a new segment too
+ * if grow is set). */
+static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls, int grow)
 {
 	struct kl_run *r = h->empty_runs;
 	if (r) {
 		run_unlink(&h->empty_runs, r);
 		h->nempty_runs--;
 	} else {
-		struct kl_blk *b = kl_fit_alloc_grow(h, op, KL_RUN, KL_RUN);
+		struct kl_blk *b = grow ? kl_fit_alloc_grow(h, op, KL_RUN, KL_RUN)
+		                        : kl_fit_take(h, KL_RUN, KL_RUN);
 		if (!b)
 			return NULL;
 		b->head |= KL_B_RUN;
@@ -115,15 +117,17 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls)
 	return r;
 }
 
-/* A slot of class cls. aligned marks it as asked with an alignment above 16,
- * so realloc keeps that alignment: the bit of the slot's second granule,
- * unused otherwise, records it (classes of 32 bytes and more). */
-void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned)
+/* A slot of class cls, or NULL if no run has one and no new run can be had
+ * (without a new segment unless grow is set). aligned marks it as asked with
+ * an alignment above 16, so realloc keeps that alignment: the bit of the
+ * slot's second granule, unused otherwise, records it (classes of 32 bytes
+ * and more). */
+void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned, int grow)
 {
 	struct kl_class *c = &h->cls[cls];
 	struct kl_run *r = c->partial;
 	if (KL_UNLIKELY(!r)) {
-		r = run_new(h, op, cls);
+		r = run_new(h, op, cls, grow);
 		if (!r)
 			return NULL;
 	}
@@ -203,16 +207,13 @@ void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct
 	}
 }
 
-/* Return every cached empty run; the bytes go back to the medium blocks. */
-size_t kl_small_trim(struct kl_heap *h, struct kl_op *op)
+/* Return every cached empty run to the medium blocks. */
+void kl_small_trim(struct kl_heap *h, struct kl_op *op)
 {
-	size_t bytes = 0;
 	while (h->empty_runs) {
 		struct kl_run *r = h->empty_runs;
 		run_unlink(&h->empty_runs, r);
 		h->nempty_runs--;
 		run_release(h, op, r);
-		bytes += KL_RUN;
 	}
-	return bytes;
 }
