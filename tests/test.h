@@ -21,6 +21,9 @@ struct t_source {
 	size_t maps, unmaps, protects;
 	long fail_at;  /* the map call (0-based count) from which maps fail; -1 never */
 	int bad_unmaps; /* unmaps of ranges this source never mapped */
+	size_t map_calls;    /* every call to map, refused ones included */
+	size_t failed_maps;  /* maps refused (fail_at, base failure or a full table) */
+	int unmap_error;     /* nonzero: unmaps still happen but report this code */
 	struct {
 		void *p;
 		size_t bytes;
@@ -38,6 +41,28 @@ struct t {
 	uint64_t seed; /* random cases print it when they fail */
 };
 
+/* A second heap a case may open (over its own counting source, or with no
+ * source at all for a region heap). The runner closes every aux heap still
+ * open after the case, with the same checks as for the main heap. */
+#define T_AUX_MAX 2
+struct t_aux {
+	struct keel_heap heap;
+	struct t_source src;
+	struct keel_config config;
+	int is_open;
+};
+/* base NULL: a region-only heap (config.source NULL). Returns NULL (and fails
+ * the case) if no slot is free or keel_heap_init refuses. */
+struct t_aux *t_aux_open(struct t *t, const struct keel_source *base,
+                         const struct keel_lock *lock, unsigned flags, size_t retain_bytes);
+/* keel_check, keel_heap_destroy, then the source's live maps/bytes and bad
+ * unmaps must be zero. Returns 1 if all held (each miss is a failed check). */
+int t_aux_close(struct t *t, struct t_aux *aux);
+
+/* keel_check(heap) == 0, printing the fault as a diag if not. Returns 1 if clean. */
+int t_check_heap(struct t *t, struct keel_heap *heap, const char *file, int line);
+#define T_CHECK_HEAP(t, h) t_check_heap((t), (h), __FILE__, __LINE__)
+
 /* Record a failed check with its place and text, then go on. */
 void t_fail(struct t *t, const char *file, int line, const char *expr);
 #define T_CHECK(t, e) ((e) ? (void)((t)->checks++) : t_fail((t), __FILE__, __LINE__, #e))
@@ -51,7 +76,8 @@ void t_fail(struct t *t, const char *file, int line, const char *expr);
 		(t)->checks++;                                                                     \
 	} while (0)
 
-/* Diagnostics: a line "# ..." in the TAP output. %s %d %u %x %p %zu %lu only. */
+/* Diagnostics: a line "# ..." in the TAP output (the newline is added).
+ * %s %d %u %x %p %zu %lu %llx %c only. */
 void t_diag(const char *fmt, ...);
 
 /* Deterministic random numbers (xorshift64*). */
@@ -62,6 +88,16 @@ void t_fill(void *p, size_t n, uint64_t tag);           /* pattern derived from 
 int t_verify(const void *p, size_t n, uint64_t tag);    /* 1 if the pattern is intact */
 int t_is_zero(const void *p, size_t n);
 void t_memset(void *p, int c, size_t n);
+int t_all_bytes(const void *p, size_t n, unsigned char c); /* 1 if every byte is c */
+int t_streq(const char *a, const char *b);
+/* Sizes of the core's size classes (from keel_stats), ascending; returns how many. */
+unsigned t_class_sizes(struct keel_heap *heap, size_t out[KEEL_NCLASSES]);
+/* Representative sizes: a small class, a medium block (over KEEL_SMALL_MAX,
+ * well inside a segment) and a large one (cannot fit a segment). */
+#define T_SMALL  64u
+#define T_MEDIUM 3000u
+#define T_LARGE  (2 * KEEL_SEGMENT_SIZE)
+#define T_ALIGNED(p, a) (((uintptr_t)(p) & ((uintptr_t)(a) - 1)) == 0)
 
 /* A case and a table of cases (terminated by a zero entry). */
 struct t_case {
@@ -72,6 +108,16 @@ struct t_case {
 
 /* suites.c lists every table; the runner walks them in order. */
 extern const struct t_case *const t_suites[];
+extern const struct t_case basic_cases[];      /* basic.c: malloc, sizes, usable size */
+extern const struct t_case calloc_cases[];     /* calloc.c: zeroing and overflow */
+extern const struct t_case free_cases[];       /* free.c: bad frees change nothing */
+extern const struct t_case realloc_cases[];    /* realloc.c */
+extern const struct t_case align_cases[];      /* align.c: keel_aligned_alloc */
+extern const struct t_case region_cases[];     /* region.c: caller-given regions */
+extern const struct t_case source_cases[];     /* source.c: failing source, trim, destroy */
+extern const struct t_case heap_cases[];       /* heap.c: init and lock hooks */
+extern const struct t_case introspect_cases[]; /* introspect.c: stats, walk, check, strerror */
+extern const struct t_case random_cases[];     /* random.c: random ops against a shadow model */
 
 /* Run every case of every suite, printing TAP through t_env_write.
  * Returns the number of failed cases. passed/failed may be NULL. */

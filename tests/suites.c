@@ -1,0 +1,9 @@
+/* tests/suites.c: the one list of case tables every runner walks, in order. */
+#include "test.h"
+
+const struct t_case *const t_suites[] = {
+	basic_cases,
+	calloc_cases,
+	free_cases,
+	NULL,
+};
