@@ -1,0 +1,394 @@
+/* tests/source.c: keel and its page source. A source that refuses from the
+ * k-th map on leaves the heap consistent at every step; trim and destroy
+ * give back every page; large blocks map and unmap on their own. */
+#include "test.h"
+
+#define NW 64
+static void *wp[NW];
+static size_t wsize[NW];
+
+enum workload { W_SMALL, W_MIXED, W_REALLOC, W_ALIGNED };
+
+/* The sweeps run the workload dozens of times: mark only each block's head
+ * and tail (the whole of a small one), which still shows a misplaced block. */
+#define MARK 512
+static void mark(void *p, size_t size, uint64_t tag)
+{
+	unsigned char *b = p;
+	if (size <= 2 * MARK) {
+		t_fill(b, size, tag);
+		return;
+	}
+	t_fill(b, MARK, tag);
+	t_fill(b + size - MARK, MARK, ~tag);
+}
+
+static int marked(const void *p, size_t size, uint64_t tag)
+{
+	const unsigned char *b = p;
+	if (size <= 2 * MARK)
+		return t_verify(b, size, tag);
+	return t_verify(b, MARK, tag) && t_verify(b + size - MARK, MARK, ~tag);
+}
+
+/* One step of a fixed workload: returns the size to allocate in slot i. */
+static size_t w_size(enum workload w, unsigned i)
+{
+	static const size_t mixed[] = {24, 700, T_MEDIUM, 40000, T_LARGE, 1, 300000, KEEL_SEGMENT_SIZE};
+	switch (w) {
+	case W_SMALL: return 16 + (i * 37) % KEEL_SMALL_MAX;
+	case W_MIXED: return mixed[i % 8] + i;
+	case W_REALLOC: return 100 + i * 5000;
+	default: return 64 + i * 100;
+	}
+}
+
+/* Run the workload on heap h over counting source ts with maps failing
+ * from call k on. Returns the number of NULLs seen. */
+static unsigned workload(struct t *t, struct keel_heap *h, struct t_source *ts, enum workload w,
+                         long k)
+{
+	unsigned nulls = 0;
+	struct keel_stats st;
+	ts->fail_at = k;
+	for (unsigned i = 0; i < NW; i++) {
+		size_t size = w_size(w, i);
+		void *p;
+		if (w == W_ALIGNED)
+			p = keel_aligned_alloc(h, (size_t)16 << (i % 14), size);
+		else if (w == W_REALLOC && i > 0 && wp[i - 1]) {
+			/* move the previous block up; on NULL it must stay intact */
+			p = keel_realloc(h, wp[i - 1], size);
+			if (p) {
+				T_CHECK(t, marked(p, wsize[i - 1], i - 1));
+				wp[i - 1] = NULL;
+			} else {
+				T_CHECK(t, marked(wp[i - 1], wsize[i - 1], i - 1));
+			}
+		} else
+			p = keel_malloc(h, size);
+		wp[i] = p;
+		wsize[i] = p ? size : 0;
+		if (p)
+			mark(p, size, i);
+		else
+			nulls++;
+		if (!T_CHECK_HEAP(t, h)) {
+			t_diag("  workload %d, k %d, step %u", (int)w, (int)k, i);
+			break;
+		}
+		if (i % 3 == 2 && wp[i - 1]) {
+			T_CHECK(t, marked(wp[i - 1], wsize[i - 1], i - 1));
+			T_CHECK(t, keel_free(h, wp[i - 1]) == 0);
+			wp[i - 1] = NULL;
+		}
+	}
+	T_CHECK(t, keel_stats(h, &st) == 0);
+	T_CHECK(t, st.failed_allocs == nulls);
+	if (st.failed_allocs != nulls)
+		t_diag("  workload %d k %d: failed_allocs %zu, NULLs %u", (int)w, (int)k,
+		       st.failed_allocs, nulls);
+	T_CHECK(t, st.source_failures == ts->failed_maps);
+	for (unsigned i = 0; i < NW; i++) {
+		if (!wp[i])
+			continue;
+		T_CHECK(t, marked(wp[i], wsize[i], i));
+		T_CHECK(t, keel_free(h, wp[i]) == 0);
+		wp[i] = NULL;
+	}
+	T_CHECK_HEAP(t, h);
+	keel_trim(h);
+	T_CHECK(t, ts->live_bytes == 0);
+	T_CHECK(t, keel_stats(h, &st) == 0 && st.source_bytes == 0 && st.live_blocks == 0);
+	return nulls;
+}
+
+static void sweep(struct t *t, enum workload w, long kmax)
+{
+	unsigned saw_null = 0, saw_full = 0;
+	for (long k = 0; k <= kmax; k++) {
+		struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+		T_REQUIRE(t, a != NULL);
+		int failed = t->failed;
+		unsigned nulls = workload(t, &a->heap, &a->src, w, k);
+		saw_null |= nulls != 0;
+		saw_full |= nulls == 0;
+		t_aux_close(t, a);
+		if (t->failed != failed) {
+			t_diag("  failing source sweep: workload %d, k %d", (int)w, (int)k);
+			return;
+		}
+	}
+	T_CHECK(t, saw_null); /* k = 0 refuses everything */
+	T_CHECK(t, saw_full); /* and kmax is past what the workload needs */
+}
+
+static void source_fail_small(struct t *t)
+{
+	sweep(t, W_SMALL, 40);
+}
+
+static void source_fail_mixed(struct t *t)
+{
+	sweep(t, W_MIXED, 48);
+}
+
+static void source_fail_realloc(struct t *t)
+{
+	sweep(t, W_REALLOC, 40);
+}
+
+static void source_fail_aligned(struct t *t)
+{
+	sweep(t, W_ALIGNED, 40);
+}
+
+static void source_refuses_everything(struct t *t)
+{
+	t->src->fail_at = 0;
+	T_CHECK(t, keel_malloc(t->heap, 1) == NULL);
+	T_CHECK(t, keel_malloc(t->heap, T_MEDIUM) == NULL);
+	T_CHECK(t, keel_malloc(t->heap, T_LARGE) == NULL);
+	T_CHECK(t, keel_calloc(t->heap, 1, 100) == NULL);
+	T_CHECK(t, keel_aligned_alloc(t->heap, 4096, 100) == NULL);
+	T_CHECK(t, keel_realloc(t->heap, NULL, 100) == NULL);
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.failed_allocs == 6);
+	T_CHECK(t, st.source_failures >= 1);
+	T_CHECK(t, st.source_failures == t->src->failed_maps);
+	T_CHECK(t, st.live_blocks == 0 && st.source_bytes == 0);
+	T_CHECK_HEAP(t, t->heap);
+	/* and it recovers once the source does */
+	t->src->fail_at = -1;
+	void *p = keel_malloc(t->heap, 1);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, keel_free(t->heap, p) == 0);
+}
+
+static void source_counts_match(struct t *t)
+{
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.source_maps == 0 && st.source_bytes == 0 && st.segments == 0);
+	void *a = keel_malloc(t->heap, 100);
+	T_REQUIRE(t, a != NULL);
+	T_CHECK(t, t->src->maps >= 1);
+	void *b = keel_malloc(t->heap, T_LARGE);
+	T_REQUIRE(t, b != NULL);
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.source_maps == t->src->maps);
+	T_CHECK(t, st.source_unmaps == t->src->unmaps);
+	T_CHECK(t, st.source_bytes == t->src->live_bytes);
+	T_CHECK(t, st.peak_source_bytes == t->src->peak_bytes);
+	T_CHECK(t, st.source_bytes >= T_LARGE + 100);
+	T_CHECK(t, st.segments >= 2);
+	T_CHECK(t, keel_free(t->heap, b) == 0);
+	T_CHECK(t, keel_free(t->heap, a) == 0);
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.source_maps == t->src->maps);
+	T_CHECK(t, st.source_unmaps == t->src->unmaps);
+	T_CHECK(t, st.source_bytes == t->src->live_bytes);
+}
+
+static void source_large_own_mapping(struct t *t)
+{
+	void *small = keel_malloc(t->heap, 100);
+	T_REQUIRE(t, small != NULL);
+	size_t maps = t->src->maps, live = t->src->live_bytes;
+	unsigned char *p = keel_malloc(t->heap, T_LARGE);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, t->src->maps == maps + 1);
+	T_CHECK(t, t->src->live_bytes >= live + T_LARGE);
+	T_CHECK(t, t->src->live_bytes <= live + T_LARGE + 2 * KEEL_SEGMENT_SIZE);
+	p[0] = 1;
+	p[T_LARGE - 1] = 2;
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.large_blocks == 1);
+	/* a large block goes back to the source as soon as it is freed */
+	T_CHECK(t, keel_free(t->heap, p) == 0);
+	T_CHECK(t, t->src->live_bytes == live);
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.large_blocks == 0);
+	T_CHECK(t, keel_free(t->heap, small) == 0);
+}
+
+static void trim_returns_everything(struct t *t)
+{
+	static void *p[400];
+	for (unsigned i = 0; i < 400; i++) {
+		p[i] = keel_malloc(t->heap, (i % 3 == 0) ? 20000 : 16 + i);
+		T_REQUIRE(t, p[i] != NULL);
+	}
+	T_CHECK(t, t->src->live_bytes > 0);
+	for (unsigned i = 0; i < 400; i++)
+		T_CHECK(t, keel_free(t->heap, p[i]) == 0);
+	size_t before = t->src->live_bytes;
+	size_t given = keel_trim(t->heap);
+	T_CHECK(t, t->src->live_bytes == 0);
+	if (given != before)
+		t_diag("  keel_trim returned %zu; the source got back %zu", given, before);
+	T_CHECK(t, given == before);
+	T_CHECK(t, keel_trim(t->heap) == 0);
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.source_bytes == 0 && st.segments == 0);
+	/* the heap is still usable after a trim */
+	void *q = keel_malloc(t->heap, 100);
+	T_REQUIRE(t, q != NULL);
+	T_CHECK(t, keel_free(t->heap, q) == 0);
+}
+
+static void trim_keeps_live(struct t *t)
+{
+	static unsigned char *p[200];
+	for (unsigned i = 0; i < 200; i++) {
+		p[i] = keel_malloc(t->heap, 50 + i * 50);
+		T_REQUIRE(t, p[i] != NULL);
+		t_fill(p[i], 50 + i * 50, i);
+	}
+	for (unsigned i = 0; i < 200; i++)
+		if (i % 4)
+			T_CHECK(t, keel_free(t->heap, p[i]) == 0);
+	keel_trim(t->heap);
+	T_CHECK(t, t->src->live_bytes > 0);
+	T_CHECK_HEAP(t, t->heap);
+	for (unsigned i = 0; i < 200; i += 4) {
+		T_CHECK(t, t_verify(p[i], 50 + i * 50, i));
+		T_CHECK(t, keel_free(t->heap, p[i]) == 0);
+	}
+	keel_trim(t->heap);
+	T_CHECK(t, t->src->live_bytes == 0);
+}
+
+static void trim_fresh_heap(struct t *t)
+{
+	T_CHECK(t, keel_trim(t->heap) == 0);
+	T_CHECK(t, t->src->maps == 0 && t->src->unmaps == 0);
+}
+
+/* Bytes the source holds in segment-sized (or larger) mappings: the
+ * segments, as opposed to smaller mappings keel may take for its metadata. */
+static size_t segment_bytes(const struct t_source *ts)
+{
+	size_t n = 0;
+	for (unsigned i = 0; i < T_SRC_MAX_MAPS; i++)
+		if (ts->live[i].p && ts->live[i].bytes >= KEEL_SEGMENT_SIZE)
+			n += ts->live[i].bytes;
+	return n;
+}
+
+static void retain_bounded(struct t *t)
+{
+	/* Without a trim, empty segments held back stay within retain_bytes. */
+	static const size_t retain[] = {0, 3 * KEEL_SEGMENT_SIZE};
+	static void *p[64];
+	for (unsigned r = 0; r < 2; r++) {
+		struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, retain[r]);
+		T_REQUIRE(t, a != NULL);
+		size_t keep = retain[r] ? retain[r] : KEEL_SEGMENT_SIZE;
+		for (unsigned i = 0; i < 64; i++) {
+			p[i] = keel_malloc(&a->heap, 100000); /* ~6 MiB of medium blocks */
+			T_REQUIRE(t, p[i] != NULL);
+		}
+		T_CHECK(t, segment_bytes(&a->src) >= 6 * KEEL_SEGMENT_SIZE);
+		for (unsigned i = 0; i < 64; i++)
+			T_CHECK(t, keel_free(&a->heap, p[i]) == 0);
+		size_t held = segment_bytes(&a->src);
+		if (held > keep)
+			t_diag("  retain %zu: %zu bytes of segments still held", keep, held);
+		T_CHECK(t, held <= keep);
+		T_CHECK(t, held > 0); /* something is retained for reuse */
+		keel_trim(&a->heap);
+		T_CHECK(t, a->src.live_bytes == 0);
+		t_aux_close(t, a);
+	}
+}
+
+static void destroy_with_live_blocks(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	for (unsigned i = 0; i < 300; i++)
+		T_REQUIRE(t, keel_malloc(&a->heap, 10 + (i * 97) % 30000) != NULL);
+	T_REQUIRE(t, keel_malloc(&a->heap, T_LARGE) != NULL);
+	T_REQUIRE(t, keel_aligned_alloc(&a->heap, (size_t)1 << 21, 100) != NULL);
+	T_CHECK(t, a->src.live_maps >= 3);
+	T_CHECK(t, t_aux_close(t, a)); /* destroy == 0 and every page back */
+	T_CHECK(t, a->src.unmaps == a->src.maps);
+	/* and the main heap too: the runner destroys it with these still live */
+	for (unsigned i = 0; i < 50; i++)
+		T_CHECK(t, keel_malloc(t->heap, 100 + i * 1000) != NULL);
+	T_CHECK(t, keel_malloc(t->heap, T_LARGE) != NULL);
+}
+
+static void destroy_reports_unmap_error(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	T_REQUIRE(t, keel_malloc(&a->heap, 100) != NULL);
+	T_REQUIRE(t, keel_malloc(&a->heap, T_LARGE) != NULL);
+	T_REQUIRE(t, keel_malloc(&a->heap, 3 * KEEL_SEGMENT_SIZE) != NULL);
+	a->src.unmap_error = -5;
+	a->is_open = 0; /* destroyed here, not by t_aux_close */
+	T_CHECK(t, keel_heap_destroy(&a->heap) == -5);
+	/* every mapping was still offered back */
+	T_CHECK(t, a->src.live_bytes == 0 && a->src.live_maps == 0);
+	T_CHECK(t, a->src.unmaps == a->src.maps);
+	T_CHECK(t, a->src.bad_unmaps == 0);
+}
+
+static void heap_reinit_after_destroy(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	T_REQUIRE(t, keel_malloc(&a->heap, 1000) != NULL);
+	T_CHECK(t, keel_heap_destroy(&a->heap) == 0);
+	T_CHECK(t, a->src.live_bytes == 0);
+	T_REQUIRE(t, keel_heap_init(&a->heap, &a->config) == 0);
+	void *p = keel_malloc(&a->heap, 1000);
+	T_REQUIRE(t, p != NULL);
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(&a->heap, &st) == 0);
+	T_CHECK(t, st.live_blocks == 1 && st.alloc_count == 1);
+	T_CHECK(t, keel_free(&a->heap, p) == 0);
+	t_aux_close(t, a);
+}
+
+static void source_every_unmap_matches(struct t *t)
+{
+	/* many segments come and go; the counting source would flag a mismatch */
+	for (int round = 0; round < 5; round++) {
+		static void *p[40];
+		for (unsigned i = 0; i < 40; i++) {
+			p[i] = keel_malloc(t->heap, (i % 4 == 0) ? T_LARGE + i * 4096 : 200000);
+			T_REQUIRE(t, p[i] != NULL);
+		}
+		for (unsigned i = 0; i < 40; i++)
+			T_CHECK(t, keel_free(t->heap, p[i]) == 0);
+		keel_trim(t->heap);
+		T_CHECK(t, t->src->live_bytes == 0);
+	}
+	T_CHECK(t, t->src->bad_unmaps == 0);
+	T_CHECK(t, t->src->maps == t->src->unmaps);
+}
+
+const struct t_case source_cases[] = {
+	T_CASE(source_fail_small),
+	T_CASE(source_fail_mixed),
+	T_CASE(source_fail_realloc),
+	T_CASE(source_fail_aligned),
+	T_CASE(source_refuses_everything),
+	T_CASE(source_counts_match),
+	T_CASE(source_large_own_mapping),
+	T_CASE(source_every_unmap_matches),
+	T_CASE(trim_returns_everything),
+	T_CASE(trim_keeps_live),
+	T_CASE(trim_fresh_heap),
+	T_CASE(retain_bounded),
+	T_CASE(destroy_with_live_blocks),
+	T_CASE(destroy_reports_unmap_error),
+	T_CASE(heap_reinit_after_destroy),
+	{0},
+};
