@@ -93,7 +93,9 @@ static void align_2m_to_64m(struct t *t)
 {
 	for (size_t a = (size_t)2 << 20; a <= (size_t)64 << 20; a <<= 1) {
 		unsigned char *p = keel_aligned_alloc(t->heap, a, 16);
-		unsigned char *q = keel_aligned_alloc(t->heap, a, a / 2 + 1);
+		/* a second size, kept to a few MiB so a small kernel can serve it */
+		size_t qsize = a / 2 < KEEL_SEGMENT_SIZE ? a / 2 + 1 : KEEL_SEGMENT_SIZE + 1;
+		unsigned char *q = keel_aligned_alloc(t->heap, a, qsize);
 		if (!p || !q)
 			t_diag("  aligned_alloc(%zu) = %p, %p", a, p, q);
 		T_CHECK(t, p != NULL && q != NULL);
@@ -103,8 +105,8 @@ static void align_2m_to_64m(struct t *t)
 		}
 		if (q) {
 			T_CHECK(t, T_ALIGNED(q, a));
-			t_fill(q, a / 2 + 1, a + 1);
-			T_CHECK(t, t_verify(q, a / 2 + 1, a + 1));
+			t_fill(q, qsize, a + 1);
+			T_CHECK(t, t_verify(q, qsize, a + 1));
 		}
 		if (p)
 			T_CHECK(t, t_verify(p, 16, a));

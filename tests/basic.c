@@ -142,11 +142,16 @@ static void malloc_page_size(struct t *t)
 static void malloc_segment_size(struct t *t)
 {
 	static const size_t deltas[] = {1, 16, 64, 256, 4096, 8192, 65536};
+	/* a few at a time, so that a small kernel can hold them */
 	nblocks = 0;
 	take_around(t, KEEL_SEGMENT_SIZE);
+	release_all(t);
 	for (unsigned i = 0; i < sizeof deltas / sizeof deltas[0]; i++) {
 		take(t, KEEL_SEGMENT_SIZE - deltas[i]);
 		take(t, KEEL_SEGMENT_SIZE + deltas[i]);
+		take(t, 100); /* small and medium neighbours among them */
+		take(t, T_MEDIUM);
+		release_all(t);
 	}
 	take_around(t, KEEL_SEGMENT_SIZE / 2);
 	release_all(t);
@@ -156,6 +161,7 @@ static void malloc_large_sizes(struct t *t)
 {
 	nblocks = 0;
 	take_around(t, 2 * KEEL_SEGMENT_SIZE);
+	release_all(t);
 	take(t, 3 * KEEL_SEGMENT_SIZE + 12345);
 	take(t, 8 * KEEL_SEGMENT_SIZE);
 	release_all(t);

@@ -180,7 +180,7 @@ static void ops_on(struct t *t, struct keel_heap *h)
 {
 	static void *p[40];
 	for (unsigned i = 0; i < 40; i++) {
-		size_t size = (i % 5 == 4) ? T_LARGE : 10 + i * 500;
+		size_t size = (i % 10 == 9) ? T_LARGE : 10 + i * 500;
 		p[i] = keel_malloc(h, size);
 		T_CHECK(t, p[i] != NULL);
 	}

@@ -314,7 +314,7 @@ static void check_healthy(struct t *t)
 	T_CHECK(t, keel_check(t->heap, &f) == 0);
 	static void *p[300];
 	for (unsigned i = 0; i < 300; i++) {
-		p[i] = keel_malloc(t->heap, (i % 50 == 0) ? T_LARGE : 1 + (i * 131) % 4000);
+		p[i] = keel_malloc(t->heap, (i % 100 == 0) ? T_LARGE : 1 + (i * 131) % 4000);
 		T_REQUIRE(t, p[i] != NULL);
 		if (i % 37 == 0)
 			T_CHECK(t, keel_check(t->heap, &f) == 0);

@@ -220,7 +220,7 @@ static void random_medium(struct t *t)
 
 static void random_mixed_large(struct t *t)
 {
-	static const struct plan pl = {0x5eed0003, MIX_LARGE, 15000, 8 * MIB};
+	static const struct plan pl = {0x5eed0003, MIX_LARGE, 15000, 6 * MIB};
 	run_plan(t, &pl);
 }
 
@@ -244,7 +244,7 @@ static void random_calloc(struct t *t)
 
 static void random_all_ops(struct t *t)
 {
-	static const struct plan pl = {0x5eed0007, MIX_ALL, 25000, 8 * MIB};
+	static const struct plan pl = {0x5eed0007, MIX_ALL, 25000, 6 * MIB};
 	run_plan(t, &pl);
 }
 

@@ -34,10 +34,11 @@ static int marked(const void *p, size_t size, uint64_t tag)
 /* One step of a fixed workload: returns the size to allocate in slot i. */
 static size_t w_size(enum workload w, unsigned i)
 {
-	static const size_t mixed[] = {24, 700, T_MEDIUM, 40000, T_LARGE, 1, 300000, KEEL_SEGMENT_SIZE};
+	static const size_t mixed[] = {24, 700, T_MEDIUM, 40000, T_LARGE, 1, 300000, 5000,
+	                               100, 2000, 64, KEEL_SEGMENT_SIZE, 16, 20000, 800, 1};
 	switch (w) {
 	case W_SMALL: return 16 + (i * 37) % KEEL_SMALL_MAX;
-	case W_MIXED: return mixed[i % 8] + i;
+	case W_MIXED: return mixed[i % 16] + i;
 	case W_REALLOC: return 100 + i * 5000;
 	default: return 64 + i * 100;
 	}
@@ -360,12 +361,12 @@ static void source_every_unmap_matches(struct t *t)
 {
 	/* many segments come and go; the counting source would flag a mismatch */
 	for (int round = 0; round < 5; round++) {
-		static void *p[40];
-		for (unsigned i = 0; i < 40; i++) {
-			p[i] = keel_malloc(t->heap, (i % 4 == 0) ? T_LARGE + i * 4096 : 200000);
+		static void *p[24];
+		for (unsigned i = 0; i < 24; i++) {
+			p[i] = keel_malloc(t->heap, (i % 8 == 0) ? T_LARGE + i * 4096 : 100000);
 			T_REQUIRE(t, p[i] != NULL);
 		}
-		for (unsigned i = 0; i < 40; i++)
+		for (unsigned i = 0; i < 24; i++)
 			T_CHECK(t, keel_free(t->heap, p[i]) == 0);
 		keel_trim(t->heap);
 		T_CHECK(t, t->src->live_bytes == 0);
