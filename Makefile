@@ -23,11 +23,14 @@ all:
 # freestanding, and a runner that links them with libc:
 #   hosted-gcc    $(GCC),   CFLAGS_CORE as is
 #   hosted-clang  $(CLANG), CFLAGS_CORE as is
-#   hosted-asan   $(CLANG), CFLAGS_CORE at -O1 with ASan+UBSan. The core stays
-#                 -ffreestanding: the instrumentation only adds calls into the
-#                 sanitizer runtime, which the runner's link brings in. ASan
-#                 cannot see keel's blocks inside mmap'd segments; it checks
-#                 keel's own stack/global accesses, UBSan all of its arithmetic.
+#   hosted-asan   $(CLANG), CFLAGS_CORE at -O1 with ASan+UBSan, and the core's
+#                 asserts on (KEEL_DEBUG=2, reported by hosted/keel_assert.h).
+#                 The core stays -ffreestanding: the instrumentation only adds
+#                 calls into the sanitizer runtime, which the runner's link
+#                 brings in. ASan cannot see keel's blocks inside mmap'd
+#                 segments; it checks keel's own stack/global accesses, UBSan
+#                 all of its arithmetic.
+# gcc and clang build the core exactly as an embedder would (KEEL_DEBUG=0).
 # Only hosted/run_tests.c and hosted/demo.c use libc.
 GCC ?= gcc
 NASM ?= nasm
@@ -41,7 +44,8 @@ hosted_cc_clang := $(CLANG)
 hosted_cc_asan := $(CLANG)
 hosted_core_gcc := $(CFLAGS_CORE)
 hosted_core_clang := $(CFLAGS_CORE)
-hosted_core_asan := $(filter-out -O2,$(CFLAGS_CORE)) -O1 $(SAN)
+hosted_core_asan := $(filter-out -O2,$(CFLAGS_CORE)) -O1 $(SAN) -DKEEL_DEBUG=2 \
+                     -include hosted/keel_assert.h
 hosted_libc_gcc := $(CFLAGS_HOSTED)
 hosted_libc_clang := $(CFLAGS_HOSTED)
 hosted_libc_asan := $(filter-out -O2,$(CFLAGS_HOSTED)) -O1 $(SAN) -DKEEL_HOSTED_SANITIZE

@@ -4,10 +4,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../tests/test.h"
+#include "keel_assert.h"
 #include "source_linux.h"
 
 static void *foreign;
@@ -38,7 +41,24 @@ void *t_env_foreign_pointer(void)
 	return foreign;
 }
 
-/* A failed KL_ASSERT is __builtin_trap (SIGILL); say so in the TAP before
+/* A failed KL_ASSERT in a core built with keel_assert.h: say where, both in
+ * the TAP (so the summary shows it) and on stderr, then abort. */
+void keel_hosted_assert_fail(const char *file, int line, const char *expr)
+{
+	char msg[512];
+	int n = snprintf(msg, sizeof msg, "Bail out! keel assertion failed: %s:%d: %s\n", file,
+	                 line, expr);
+	if (n > 0) {
+		size_t len = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+		t_env_write(msg, len);
+		if (write(2, msg + 10, len - 10) < 0) {
+			/* nothing better to do: we abort next */
+		}
+	}
+	abort();
+}
+
+/* Otherwise a failed KL_ASSERT is __builtin_trap (SIGILL); say so in the TAP before
  * dying, so the summary shows why the plan fell short. The sanitizer build
  * leaves SIGSEGV/SIGBUS to the sanitizer's own, better report. */
 static void on_fatal(int sig)
