@@ -106,13 +106,16 @@ all: hosted
 .PHONY: hosted run-hosted
 
 # Test suites: each leaves build/test/<suite>.tap (see the test summary).
-TAP_SUITES += gcc clang asan seed nm-gcc nm-clang
+TAP_SUITES += gcc clang asan seed demo nm-gcc nm-clang
 $(HOSTED_HOMES:%=$(BUILD)/test/%.tap): $(BUILD)/test/%.tap: $(BUILD)/hosted-%/run_tests FORCE
 	$(call say,TEST,$@)
 	$(Q)scripts/tap-run $@ $<
 $(BUILD)/test/seed.tap: $(HG)/seed_example FORCE
 	$(call say,TEST,$@)
 	$(Q)scripts/tap-run -n seed_example $@ $<
+$(BUILD)/test/demo.tap: $(HG)/demo FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -n hosted_demo $@ $<
 $(BUILD)/test/nm-gcc.tap: $(HOSTED_CORE_OBJS_gcc) FORCE
 	$(call say,TEST,$@)
 	$(Q)NM=$(NM) scripts/tap-run $@ scripts/nm-check $(HOSTED_CORE_OBJS_gcc)
