@@ -255,7 +255,8 @@ static int ts_unmap(void *ctx, void *p, size_t bytes)
 		slot++;
 	if (slot == T_SRC_MAX_MAPS) {
 		ts->bad_unmaps++;
-		t_diag("counting source: unmap(%p, %zu) matches no live mapping", p, bytes);
+		if (!ts->quiet)
+			t_diag("counting source: unmap(%p, %zu) matches no live mapping", p, bytes);
 		return -22;
 	}
 	int rc = ts->base->unmap(ts->base->ctx, p, bytes);
@@ -292,6 +293,7 @@ void t_source_init(struct t_source *ts, const struct keel_source *base)
 	ts->fail_at = -1;
 	ts->bad_unmaps = 0;
 	ts->unmap_error = 0;
+	ts->quiet = 0;
 	for (size_t i = 0; i < T_SRC_MAX_MAPS; i++) {
 		ts->live[i].p = NULL;
 		ts->live[i].bytes = 0;

@@ -2,7 +2,6 @@
 #include "test.h"
 
 const struct t_case *const t_suites[] = {
-	basic_cases,  calloc_cases,     free_cases,  realloc_cases, align_cases,
-	region_cases, source_cases,     heap_cases,  introspect_cases, random_cases,
-	NULL,
+	selftest_cases, basic_cases,  calloc_cases, free_cases,       realloc_cases, align_cases,
+	region_cases,   source_cases, heap_cases,   introspect_cases, random_cases,  NULL,
 };

@@ -24,6 +24,7 @@ struct t_source {
 	size_t map_calls;    /* every call to map, refused ones included */
 	size_t failed_maps;  /* maps refused (fail_at, base failure or a full table) */
 	int unmap_error;     /* nonzero: unmaps still happen but report this code */
+	int quiet;           /* no diag line for a bad unmap (made on purpose) */
 	struct {
 		void *p;
 		size_t bytes;
@@ -108,6 +109,7 @@ struct t_case {
 
 /* suites.c lists every table; the runner walks them in order. */
 extern const struct t_case *const t_suites[];
+extern const struct t_case selftest_cases[];   /* selftest.c: the library's own oracles */
 extern const struct t_case basic_cases[];      /* basic.c: malloc, sizes, usable size */
 extern const struct t_case calloc_cases[];     /* calloc.c: zeroing and overflow */
 extern const struct t_case free_cases[];       /* free.c: bad frees change nothing */
