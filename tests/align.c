@@ -8,7 +8,7 @@
 static void aligned_range(struct t *t, size_t lo, size_t hi)
 {
 	for (size_t a = lo; a <= hi; a <<= 1) {
-		const size_t sizes[] = {1, a - 1, a, a + 1, 3000};
+		const size_t sizes[] = { 1, a - 1, a, a + 1, 3000 };
 		unsigned char *p[5];
 		for (unsigned i = 0; i < 5; i++) {
 			p[i] = keel_aligned_alloc(t->heap, a, sizes[i]);
@@ -57,8 +57,22 @@ static void align_128k_to_1m(struct t *t)
 static void align_bad(struct t *t)
 {
 	static const size_t aligns[] = {
-		0, 3, 5, 6, 7, 12, 24, 48, 100, 1000, 4097, 65535,
-		KEEL_MAX_ALIGN + 1, KEEL_MAX_ALIGN - 1, KEEL_MAX_ALIGN * 2, SIZE_MAX,
+		0,
+		3,
+		5,
+		6,
+		7,
+		12,
+		24,
+		48,
+		100,
+		1000,
+		4097,
+		65535,
+		KEEL_MAX_ALIGN + 1,
+		KEEL_MAX_ALIGN - 1,
+		KEEL_MAX_ALIGN * 2,
+		SIZE_MAX,
 		(SIZE_MAX >> 1) + 1,
 	};
 	struct keel_stats st;
@@ -225,5 +239,5 @@ const struct t_case align_cases[] = {
 	T_CASE(align_reuse_bounded),
 	T_CASE(align_small_pow2_in_runs),
 	T_CASE(align_interior_free),
-	{0},
+	{ 0 },
 };

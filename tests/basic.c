@@ -39,7 +39,8 @@ static void release_all(struct t *t)
 {
 	for (unsigned i = 0; i < nblocks; i++) {
 		if (!t_verify(blocks[i].p, blocks[i].size, blocks[i].tag)) {
-			t_diag("  block %u (%p, %zu bytes) was overwritten", i, blocks[i].p, blocks[i].size);
+			t_diag("  block %u (%p, %zu bytes) was overwritten", i, blocks[i].p,
+			       blocks[i].size);
 			T_CHECK(t, !"block content intact");
 		}
 	}
@@ -141,7 +142,7 @@ static void malloc_page_size(struct t *t)
 
 static void malloc_segment_size(struct t *t)
 {
-	static const size_t deltas[] = {1, 16, 64, 256, 4096, 8192, 65536};
+	static const size_t deltas[] = { 1, 16, 64, 256, 4096, 8192, 65536 };
 	/* a few at a time, so that a small kernel can hold them */
 	nblocks = 0;
 	take_around(t, KEEL_SEGMENT_SIZE);
@@ -223,7 +224,8 @@ static void malloc_pow2_natural(struct t *t)
 		for (int k = 0; k < 3; k++) {
 			void *p = take(t, size);
 			if (p && !T_ALIGNED(p, size)) {
-				t_diag("  keel_malloc(%zu) = %p is not aligned to its size", size, p);
+				t_diag("  keel_malloc(%zu) = %p is not aligned to its size", size,
+				       p);
 				T_CHECK(t, !"power-of-two size naturally aligned");
 			}
 		}
@@ -238,10 +240,18 @@ static void malloc_no_overlap_mixed(struct t *t)
 	for (unsigned i = 0; i < 200; i++) {
 		size_t size;
 		switch (t_rand(&r) % 4) {
-		case 0: size = t_rand(&r) % 64; break;
-		case 1: size = t_rand(&r) % (KEEL_SMALL_MAX + 1); break;
-		case 2: size = KEEL_SMALL_MAX + 1 + t_rand(&r) % 16384; break;
-		default: size = t_rand(&r) % 300; break;
+		case 0:
+			size = t_rand(&r) % 64;
+			break;
+		case 1:
+			size = t_rand(&r) % (KEEL_SMALL_MAX + 1);
+			break;
+		case 2:
+			size = KEEL_SMALL_MAX + 1 + t_rand(&r) % 16384;
+			break;
+		default:
+			size = t_rand(&r) % 300;
+			break;
 		}
 		take(t, size);
 	}
@@ -253,7 +263,7 @@ static void malloc_no_overlap_mixed(struct t *t)
 static void usable_size_writable(struct t *t)
 {
 	/* Every usable byte may be written without touching a neighbour. */
-	static const size_t sizes[] = {1, 17, 100, 1000, KEEL_SMALL_MAX + 1, 5000, 70000};
+	static const size_t sizes[] = { 1, 17, 100, 1000, KEEL_SMALL_MAX + 1, 5000, 70000 };
 	nblocks = 0;
 	for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 		for (int k = 0; k < 4; k++) {
@@ -285,7 +295,7 @@ static void usable_size_null(struct t *t)
 static void malloc_free_reuse(struct t *t)
 {
 	/* The same request after a free must not keep taking pages. */
-	static const size_t sizes[] = {24, 700, T_MEDIUM, 40000};
+	static const size_t sizes[] = { 24, 700, T_MEDIUM, 40000 };
 	for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 		void *p = keel_malloc(t->heap, sizes[i]);
 		T_REQUIRE(t, p != NULL);
@@ -341,5 +351,5 @@ const struct t_case basic_cases[] = {
 	T_CASE(usable_size_null),
 	T_CASE(malloc_free_reuse),
 	T_CASE(malloc_many_small),
-	{0},
+	{ 0 },
 };

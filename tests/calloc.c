@@ -4,8 +4,17 @@
 #include "test.h"
 
 static const size_t calloc_sizes[] = {
-	1, 16, 100, KEEL_SMALL_MAX, KEEL_SMALL_MAX + 1, T_MEDIUM, KEEL_PAGE_SIZE + 1, 50000,
-	KEEL_SEGMENT_SIZE / 2, KEEL_SEGMENT_SIZE + 1, T_LARGE,
+	1,
+	16,
+	100,
+	KEEL_SMALL_MAX,
+	KEEL_SMALL_MAX + 1,
+	T_MEDIUM,
+	KEEL_PAGE_SIZE + 1,
+	50000,
+	KEEL_SEGMENT_SIZE / 2,
+	KEEL_SEGMENT_SIZE + 1,
+	T_LARGE,
 };
 #define NSIZES (sizeof calloc_sizes / sizeof calloc_sizes[0])
 
@@ -50,7 +59,9 @@ static void calloc_dirty_reuse(struct t *t)
 			unsigned char *q = keel_calloc(t->heap, size, 1);
 			T_REQUIRE(t, q != NULL);
 			if (!t_is_zero(q, size)) {
-				t_diag("  calloc(%zu, 1) after a dirty free is not zero (p %p q %p)", size, p, q);
+				t_diag("  calloc(%zu, 1) after a dirty free is not zero (p %p q "
+				       "%p)",
+				       size, p, q);
 				T_CHECK(t, !"calloc zeroed over reused memory");
 			}
 			T_CHECK(t, keel_free(t->heap, q) == 0);
@@ -97,7 +108,8 @@ static void calloc_junk_source(struct t *t)
 		unsigned char *p = keel_calloc(&a->heap, calloc_sizes[i], 1);
 		T_REQUIRE(t, p != NULL);
 		if (!t_is_zero(p, calloc_sizes[i])) {
-			t_diag("  calloc(%zu) over a non-zeroed source is not zero", calloc_sizes[i]);
+			t_diag("  calloc(%zu) over a non-zeroed source is not zero",
+			       calloc_sizes[i]);
 			T_CHECK(t, !"calloc zeroed over junk pages");
 		}
 	}
@@ -111,13 +123,13 @@ static void calloc_junk_source(struct t *t)
 static void calloc_overflow(struct t *t)
 {
 	static const size_t pairs[][2] = {
-		{SIZE_MAX, 2},
-		{2, SIZE_MAX},
-		{SIZE_MAX / 2 + 1, 2},
-		{(size_t)1 << 33, (size_t)1 << 33},
-		{SIZE_MAX, SIZE_MAX},
-		{SIZE_MAX / 16 + 1, 16},
-		{65537, SIZE_MAX / 65536},
+		{ SIZE_MAX, 2 },
+		{ 2, SIZE_MAX },
+		{ SIZE_MAX / 2 + 1, 2 },
+		{ (size_t)1 << 33, (size_t)1 << 33 },
+		{ SIZE_MAX, SIZE_MAX },
+		{ SIZE_MAX / 16 + 1, 16 },
+		{ 65537, SIZE_MAX / 65536 },
 	};
 	struct keel_stats st;
 	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
@@ -153,12 +165,8 @@ static void calloc_zero_args(struct t *t)
 }
 
 const struct t_case calloc_cases[] = {
-	T_CASE(calloc_zeroed),
-	T_CASE(calloc_n_times_size),
-	T_CASE(calloc_dirty_reuse),
-	T_CASE(calloc_dirty_neighbours),
-	T_CASE(calloc_junk_source),
-	T_CASE(calloc_overflow),
-	T_CASE(calloc_zero_args),
-	{0},
+	T_CASE(calloc_zeroed),      T_CASE(calloc_n_times_size),
+	T_CASE(calloc_dirty_reuse), T_CASE(calloc_dirty_neighbours),
+	T_CASE(calloc_junk_source), T_CASE(calloc_overflow),
+	T_CASE(calloc_zero_args),   { 0 },
 };

@@ -103,7 +103,7 @@ static void free_double_large(struct t *t)
 
 static void interior(struct t *t, size_t size, int far_may_be_notours)
 {
-	const size_t offs[] = {1, 8, 16, size / 2, size - 1};
+	const size_t offs[] = { 1, 8, 16, size / 2, size - 1 };
 	unsigned char *p = live_block(t, t->heap, size, 5);
 	if (!p)
 		return;
@@ -198,7 +198,7 @@ static void free_foreign_static(struct t *t)
 
 static void free_other_heap(struct t *t)
 {
-	static const size_t sizes[] = {T_SMALL, T_MEDIUM, T_LARGE};
+	static const size_t sizes[] = { T_SMALL, T_MEDIUM, T_LARGE };
 	struct t_aux *b = t_aux_open(t, t_env_source(), NULL, 0, 0);
 	T_REQUIRE(t, b != NULL);
 	for (unsigned i = 0; i < 3; i++) {
@@ -264,5 +264,5 @@ const struct t_case free_cases[] = {
 	T_CASE(free_other_heap),
 	T_CASE(free_segment_header),
 	T_CASE(free_errors_keep_stats),
-	{0},
+	{ 0 },
 };

@@ -145,7 +145,7 @@ static void rec_unlock(void *ctx, uintptr_t token)
 		r->bad_tokens++;
 }
 
-static const struct keel_lock rec_hooks = {rec_lock, rec_unlock, &lrec};
+static const struct keel_lock rec_hooks = { rec_lock, rec_unlock, &lrec };
 
 /* A source wrapper that notes whether the heap lock is held when called. */
 static const struct keel_source *spy_inner;
@@ -301,5 +301,5 @@ const struct t_case heap_cases[] = {
 	T_CASE(lock_held_during_walk),
 	T_CASE(nolock_heap),
 	T_CASE(nolock_ignores_hooks),
-	{0},
+	{ 0 },
 };

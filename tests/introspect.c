@@ -104,8 +104,8 @@ static void stats_class_count(struct t *t)
 		if (!size[i])
 			continue;
 		if (st.class_count[i] != i % 3 + 1)
-			t_diag("  class %u (size %zu): count %zu, want %u", i, size[i], st.class_count[i],
-			       i % 3 + 1);
+			t_diag("  class %u (size %zu): count %zu, want %u", i, size[i],
+			       st.class_count[i], i % 3 + 1);
 		T_CHECK(t, st.class_count[i] == i % 3 + 1);
 		T_CHECK(t, st.class_size[i] == size[i]);
 	}
@@ -202,7 +202,9 @@ static void walk_sees_every_live_block(struct t *t)
 	static unsigned char *p[60];
 	static size_t size[60];
 	for (unsigned i = 0; i < 60; i++) {
-		size[i] = (i == 7) ? T_LARGE : (i == 30) ? 3 * KEEL_SEGMENT_SIZE : 1 + (i * 211) % 6000;
+		size[i] = (i == 7)    ? T_LARGE
+		          : (i == 30) ? 3 * KEEL_SEGMENT_SIZE
+		                      : 1 + (i * 211) % 6000;
 		p[i] = keel_malloc(t->heap, size[i]);
 		T_REQUIRE(t, p[i] != NULL);
 	}
@@ -233,8 +235,8 @@ static void walk_sees_every_live_block(struct t *t)
 				T_CHECK(t, b->kind != KEEL_KIND_SMALL);
 		}
 		if (found != 1)
-			t_diag("  walk reported live block %p (%zu bytes), matched %u times", b->p, b->size,
-			       found);
+			t_diag("  walk reported live block %p (%zu bytes), matched %u times", b->p,
+			       b->size, found);
 		T_CHECK(t, found == 1);
 	}
 	T_CHECK(t, live == 40);
@@ -330,8 +332,10 @@ static void check_healthy(struct t *t)
 
 static void strerror_distinct(struct t *t)
 {
-	static const int codes[] = {0,           KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE,
-	                            KEEL_ECORRUPT, KEEL_EINVAL,   KEEL_ENOMEM};
+	static const int codes[] = {
+		0,           KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE, KEEL_ECORRUPT,
+		KEEL_EINVAL, KEEL_ENOMEM
+	};
 	const unsigned n = sizeof codes / sizeof codes[0];
 	for (unsigned i = 0; i < n; i++) {
 		const char *s = keel_strerror(codes[i]);
@@ -342,7 +346,8 @@ static void strerror_distinct(struct t *t)
 		for (unsigned j = 0; j < i; j++) {
 			const char *o = keel_strerror(codes[j]);
 			if (o && t_streq(s, o)) {
-				t_diag("  keel_strerror(%d) == keel_strerror(%d) == \"%s\"", codes[i], codes[j], s);
+				t_diag("  keel_strerror(%d) == keel_strerror(%d) == \"%s\"",
+				       codes[i], codes[j], s);
 				T_CHECK(t, !"distinct strings");
 			}
 		}
@@ -368,5 +373,5 @@ const struct t_case introspect_cases[] = {
 	T_CASE(walk_stops_early),
 	T_CASE(check_healthy),
 	T_CASE(strerror_distinct),
-	{0},
+	{ 0 },
 };

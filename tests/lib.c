@@ -251,7 +251,8 @@ static int ts_unmap(void *ctx, void *p, size_t bytes)
 {
 	struct t_source *ts = ctx;
 	size_t slot = 0;
-	while (slot < T_SRC_MAX_MAPS && !(p && ts->live[slot].p == p && ts->live[slot].bytes == bytes))
+	while (slot < T_SRC_MAX_MAPS &&
+	       !(p && ts->live[slot].p == p && ts->live[slot].bytes == bytes))
 		slot++;
 	if (slot == T_SRC_MAX_MAPS) {
 		ts->bad_unmaps++;
@@ -329,8 +330,8 @@ int t_check_heap(struct t *t, struct keel_heap *heap, const char *file, int line
 
 static struct t_aux aux_heaps[T_AUX_MAX];
 
-struct t_aux *t_aux_open(struct t *t, const struct keel_source *base,
-                         const struct keel_lock *lock, unsigned flags, size_t retain_bytes)
+struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
+                         unsigned flags, size_t retain_bytes)
 {
 	for (int i = 0; i < T_AUX_MAX; i++) {
 		struct t_aux *a = &aux_heaps[i];

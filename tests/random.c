@@ -28,18 +28,28 @@ static size_t pick_size(uint64_t *r, enum mix mix)
 {
 	uint64_t x = t_rand(r);
 	switch (mix) {
-	case MIX_SMALL: return (size_t)(x % (KEEL_SMALL_MAX + 1));
-	case MIX_MEDIUM: return KEEL_SMALL_MAX + 1 + (size_t)(x % 60000);
+	case MIX_SMALL:
+		return (size_t)(x % (KEEL_SMALL_MAX + 1));
+	case MIX_MEDIUM:
+		return KEEL_SMALL_MAX + 1 + (size_t)(x % 60000);
 	case MIX_LARGE:
 		if (x % 50 == 0)
 			return KEEL_SEGMENT_SIZE + (size_t)((x >> 8) % (2 * KEEL_SEGMENT_SIZE));
 		/* fall through */
 	default:
 		switch ((x >> 16) % 8) {
-		case 0: case 1: case 2: case 3: return (size_t)((x >> 20) % 256);
-		case 4: case 5: return (size_t)((x >> 20) % (KEEL_SMALL_MAX + 1));
-		case 6: return (size_t)((x >> 20) % 20000);
-		default: return (size_t)((x >> 20) % 200000);
+		case 0:
+		case 1:
+		case 2:
+		case 3:
+			return (size_t)((x >> 20) % 256);
+		case 4:
+		case 5:
+			return (size_t)((x >> 20) % (KEEL_SMALL_MAX + 1));
+		case 6:
+			return (size_t)((x >> 20) % 20000);
+		default:
+			return (size_t)((x >> 20) % 200000);
 		}
 	}
 }
@@ -71,14 +81,15 @@ static void run_plan(struct t *t, const struct plan *pl)
 		struct slot *s = &slots[i];
 		unsigned kind = (unsigned)((x >> 32) % 16);
 
-		if (s->p && (kind < 6 || (pl->mix != MIX_REALLOC && pl->mix != MIX_ALL) || kind >= 12)) {
+		if (s->p &&
+		    (kind < 6 || (pl->mix != MIX_REALLOC && pl->mix != MIX_ALL) || kind >= 12)) {
 			/* free */
 			if (!slot_ok(t, pl, i))
 				return;
 			int rc = keel_free(h, s->p);
 			if (rc != 0) {
-				t_diag("  seed 0x%llx op %u: keel_free = %d", (unsigned long long)pl->seed, op,
-				       rc);
+				t_diag("  seed 0x%llx op %u: keel_free = %d",
+				       (unsigned long long)pl->seed, op, rc);
 				T_CHECK(t, rc == 0);
 				return;
 			}
@@ -131,8 +142,10 @@ static void run_plan(struct t *t, const struct plan *pl)
 			unsigned char *q;
 			if (live_bytes + size > pl->budget)
 				continue;
-			int use_calloc = (pl->mix == MIX_CALLOC || pl->mix == MIX_ALL) && kind % 3 == 0;
-			int use_align = (pl->mix == MIX_ALIGNED || pl->mix == MIX_ALL) && kind % 3 == 1;
+			int use_calloc =
+			        (pl->mix == MIX_CALLOC || pl->mix == MIX_ALL) && kind % 3 == 0;
+			int use_align =
+			        (pl->mix == MIX_ALIGNED || pl->mix == MIX_ALL) && kind % 3 == 1;
 			if (use_align) {
 				align = (size_t)1 << ((x >> 40) % 17);
 				q = keel_aligned_alloc(h, align, size);
@@ -169,7 +182,8 @@ static void run_plan(struct t *t, const struct plan *pl)
 		if (op % 1000 == 0) {
 			struct keel_stats st;
 			if (!T_CHECK_HEAP(t, h)) {
-				t_diag("  seed 0x%llx: after op %u", (unsigned long long)pl->seed, op);
+				t_diag("  seed 0x%llx: after op %u", (unsigned long long)pl->seed,
+				       op);
 				return;
 			}
 			T_CHECK(t, keel_stats(h, &st) == 0);
@@ -202,67 +216,62 @@ static void run_plan(struct t *t, const struct plan *pl)
 
 static void random_small(struct t *t)
 {
-	static const struct plan pl = {0x5eed0001, MIX_SMALL, 40000, 2 * MIB};
+	static const struct plan pl = { 0x5eed0001, MIX_SMALL, 40000, 2 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_small_2(struct t *t)
 {
-	static const struct plan pl = {0xdecafbad, MIX_SMALL, 40000, MIB / 4};
+	static const struct plan pl = { 0xdecafbad, MIX_SMALL, 40000, MIB / 4 };
 	run_plan(t, &pl);
 }
 
 static void random_medium(struct t *t)
 {
-	static const struct plan pl = {0x5eed0002, MIX_MEDIUM, 20000, 6 * MIB};
+	static const struct plan pl = { 0x5eed0002, MIX_MEDIUM, 20000, 6 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_mixed_large(struct t *t)
 {
-	static const struct plan pl = {0x5eed0003, MIX_LARGE, 15000, 6 * MIB};
+	static const struct plan pl = { 0x5eed0003, MIX_LARGE, 15000, 6 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_aligned(struct t *t)
 {
-	static const struct plan pl = {0x5eed0004, MIX_ALIGNED, 20000, 6 * MIB};
+	static const struct plan pl = { 0x5eed0004, MIX_ALIGNED, 20000, 6 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_realloc(struct t *t)
 {
-	static const struct plan pl = {0x5eed0005, MIX_REALLOC, 30000, 6 * MIB};
+	static const struct plan pl = { 0x5eed0005, MIX_REALLOC, 30000, 6 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_calloc(struct t *t)
 {
-	static const struct plan pl = {0x5eed0006, MIX_CALLOC, 20000, 4 * MIB};
+	static const struct plan pl = { 0x5eed0006, MIX_CALLOC, 20000, 4 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_all_ops(struct t *t)
 {
-	static const struct plan pl = {0x5eed0007, MIX_ALL, 25000, 6 * MIB};
+	static const struct plan pl = { 0x5eed0007, MIX_ALL, 25000, 6 * MIB };
 	run_plan(t, &pl);
 }
 
 static void random_all_ops_2(struct t *t)
 {
-	static const struct plan pl = {0x0badc0de5eedull, MIX_ALL, 30000, 3 * MIB};
+	static const struct plan pl = { 0x0badc0de5eedull, MIX_ALL, 30000, 3 * MIB };
 	run_plan(t, &pl);
 }
 
 const struct t_case random_cases[] = {
-	T_CASE(random_small),
-	T_CASE(random_small_2),
-	T_CASE(random_medium),
-	T_CASE(random_mixed_large),
-	T_CASE(random_aligned),
-	T_CASE(random_realloc),
-	T_CASE(random_calloc),
-	T_CASE(random_all_ops),
-	T_CASE(random_all_ops_2),
-	{0},
+	T_CASE(random_small),     T_CASE(random_small_2),
+	T_CASE(random_medium),    T_CASE(random_mixed_large),
+	T_CASE(random_aligned),   T_CASE(random_realloc),
+	T_CASE(random_calloc),    T_CASE(random_all_ops),
+	T_CASE(random_all_ops_2), { 0 },
 };

@@ -21,7 +21,7 @@ static void realloc_null_is_malloc(struct t *t)
 
 static void realloc_zero_frees(struct t *t)
 {
-	static const size_t sizes[] = {T_SMALL, T_MEDIUM, T_LARGE};
+	static const size_t sizes[] = { T_SMALL, T_MEDIUM, T_LARGE };
 	for (unsigned i = 0; i < 3; i++) {
 		void *keep = keel_malloc(t->heap, sizes[i]);
 		void *p = keel_malloc(t->heap, sizes[i]);
@@ -83,7 +83,7 @@ static void realloc_shrink(struct t *t)
 
 static void realloc_same_size_in_place(struct t *t)
 {
-	static const size_t sizes[] = {1, T_SMALL, KEEL_SMALL_MAX, T_MEDIUM, 100000, T_LARGE};
+	static const size_t sizes[] = { 1, T_SMALL, KEEL_SMALL_MAX, T_MEDIUM, 100000, T_LARGE };
 	for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 		unsigned char *p = keel_malloc(t->heap, sizes[i]);
 		T_REQUIRE(t, p != NULL);
@@ -100,7 +100,7 @@ static void realloc_shrink_in_place(struct t *t)
 {
 	/* keel.h: a medium block shrinks in place; a large one while the new
 	 * size keeps more than half of its pages in use. */
-	static const size_t medium[] = {10000, 5000, KEEL_SMALL_MAX + 1};
+	static const size_t medium[] = { 10000, 5000, KEEL_SMALL_MAX + 1 };
 	unsigned char *p = keel_malloc(t->heap, 20000);
 	T_REQUIRE(t, p != NULL);
 	t_fill(p, 20000, 1);
@@ -156,7 +156,8 @@ static void realloc_grow_medium_in_place(struct t *t)
 	size_t u0 = keel_usable_size(t->heap, b[0]);
 	size_t gap = (size_t)(b[1] - b[0]);
 	if (gap < u0 || gap > u0 + 256) {
-		t_diag("  the three 8000-byte blocks are not neighbours (%p %p %p)", b[0], b[1], b[2]);
+		t_diag("  the three 8000-byte blocks are not neighbours (%p %p %p)", b[0], b[1],
+		       b[2]);
 		T_CHECK(t, !"consecutive medium blocks are adjacent");
 	}
 	t_fill(b[0], 8000, 3);
@@ -178,8 +179,9 @@ static void realloc_grow_medium_in_place(struct t *t)
 static void realloc_moves_keep_content(struct t *t)
 {
 	/* small -> medium -> large -> medium -> small, content kept all the way */
-	static const size_t steps[] = {40, 900, T_MEDIUM, 100000, T_LARGE, 3 * KEEL_SEGMENT_SIZE,
-	                               70000, 2000, 500, 24};
+	static const size_t steps[] = {
+		40, 900, T_MEDIUM, 100000, T_LARGE, 3 * KEEL_SEGMENT_SIZE, 70000, 2000, 500, 24
+	};
 	size_t size = steps[0];
 	unsigned char *p = keel_malloc(t->heap, size);
 	T_REQUIRE(t, p != NULL);
@@ -218,7 +220,7 @@ static void realloc_grow_by_one(struct t *t)
 
 static void realloc_keeps_alignment(struct t *t)
 {
-	static const size_t aligns[] = {4096, 65536};
+	static const size_t aligns[] = { 4096, 65536 };
 	for (unsigned i = 0; i < 2; i++) {
 		size_t a = aligns[i];
 		unsigned char *p = keel_aligned_alloc(t->heap, a, 100);
@@ -271,7 +273,7 @@ static void realloc_invalid_pointer(struct t *t)
 
 static void realloc_freed_pointer(struct t *t)
 {
-	static const size_t sizes[] = {T_SMALL, T_MEDIUM};
+	static const size_t sizes[] = { T_SMALL, T_MEDIUM };
 	for (unsigned i = 0; i < 2; i++) {
 		void *keep = keel_malloc(t->heap, sizes[i]);
 		void *p = keel_malloc(t->heap, sizes[i]);
@@ -290,7 +292,7 @@ static void realloc_freed_pointer(struct t *t)
 
 static void realloc_huge_fails(struct t *t)
 {
-	static const size_t sizes[] = {T_SMALL, T_MEDIUM, T_LARGE};
+	static const size_t sizes[] = { T_SMALL, T_MEDIUM, T_LARGE };
 	for (unsigned i = 0; i < 3; i++) {
 		unsigned char *p = keel_malloc(t->heap, sizes[i]);
 		T_REQUIRE(t, p != NULL);
@@ -342,5 +344,5 @@ const struct t_case realloc_cases[] = {
 	T_CASE(realloc_freed_pointer),
 	T_CASE(realloc_huge_fails),
 	T_CASE(realloc_source_refuses),
-	{0},
+	{ 0 },
 };

@@ -3,9 +3,9 @@
  * outside them (guard bytes around each buffer stay intact). */
 #include "test.h"
 
-#define GUARD   256
-#define BIG     (256u * 1024u)
-#define SMALLR  (16u * 1024u)
+#define GUARD      256
+#define BIG        (256u * 1024u)
+#define SMALLR     (16u * 1024u)
 #define GUARD_BYTE 0x3C
 
 /* Each buffer has GUARD bytes before and after the part handed to keel. */
@@ -21,7 +21,8 @@ static void guards_set(unsigned char *buf, size_t len)
 
 static int guards_ok(const unsigned char *buf, size_t len)
 {
-	return t_all_bytes(buf, GUARD, GUARD_BYTE) && t_all_bytes(buf + GUARD + len, GUARD, GUARD_BYTE);
+	return t_all_bytes(buf, GUARD, GUARD_BYTE) &&
+	       t_all_bytes(buf + GUARD + len, GUARD, GUARD_BYTE);
 }
 
 static int inside(const void *p, size_t n, const unsigned char *base, size_t len)
@@ -50,7 +51,8 @@ static unsigned fill_up(struct t *t, struct keel_heap *h, size_t size, const uns
 		T_CHECK(t, u >= s);
 		T_CHECK(t, T_ALIGNED(p, 16));
 		if (!inside(p, u, base, len)) {
-			t_diag("  block %p (%zu bytes) is outside the region %p+%zu", p, u, base, len);
+			t_diag("  block %p (%zu bytes) is outside the region %p+%zu", p, u, base,
+			       len);
 			T_CHECK(t, !"block inside the region");
 			break;
 		}
@@ -395,5 +397,5 @@ const struct t_case region_cases[] = {
 	T_CASE(region_no_source_no_map),
 	T_CASE(region_with_source),
 	T_CASE(region_destroy_and_reuse),
-	{0},
+	{ 0 },
 };

@@ -34,13 +34,18 @@ static int marked(const void *p, size_t size, uint64_t tag)
 /* One step of a fixed workload: returns the size to allocate in slot i. */
 static size_t w_size(enum workload w, unsigned i)
 {
-	static const size_t mixed[] = {24, 700, T_MEDIUM, 40000, T_LARGE, 1, 300000, 5000,
-	                               100, 2000, 64, KEEL_SEGMENT_SIZE, 16, 20000, 800, 1};
+	static const size_t mixed[] = { 24,     700,   T_MEDIUM, 40000, T_LARGE, 1,
+		                        300000, 5000,  100,      2000,  64,      KEEL_SEGMENT_SIZE,
+		                        16,     20000, 800,      1 };
 	switch (w) {
-	case W_SMALL: return 16 + (i * 37) % KEEL_SMALL_MAX;
-	case W_MIXED: return mixed[i % 16] + i;
-	case W_REALLOC: return 100 + i * 5000;
-	default: return 64 + i * 100;
+	case W_SMALL:
+		return 16 + (i * 37) % KEEL_SMALL_MAX;
+	case W_MIXED:
+		return mixed[i % 16] + i;
+	case W_REALLOC:
+		return 100 + i * 5000;
+	default:
+		return 64 + i * 100;
 	}
 }
 
@@ -283,7 +288,7 @@ static size_t segment_bytes(const struct t_source *ts)
 static void retain_bounded(struct t *t)
 {
 	/* Without a trim, empty segments held back stay within retain_bytes. */
-	static const size_t retain[] = {0, 3 * KEEL_SEGMENT_SIZE};
+	static const size_t retain[] = { 0, 3 * KEEL_SEGMENT_SIZE };
 	static void *p[64];
 	for (unsigned r = 0; r < 2; r++) {
 		struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, retain[r]);
@@ -376,20 +381,12 @@ static void source_every_unmap_matches(struct t *t)
 }
 
 const struct t_case source_cases[] = {
-	T_CASE(source_fail_small),
-	T_CASE(source_fail_mixed),
-	T_CASE(source_fail_realloc),
-	T_CASE(source_fail_aligned),
-	T_CASE(source_refuses_everything),
-	T_CASE(source_counts_match),
-	T_CASE(source_large_own_mapping),
-	T_CASE(source_every_unmap_matches),
-	T_CASE(trim_returns_everything),
-	T_CASE(trim_keeps_live),
-	T_CASE(trim_fresh_heap),
-	T_CASE(retain_bounded),
-	T_CASE(destroy_with_live_blocks),
-	T_CASE(destroy_reports_unmap_error),
-	T_CASE(heap_reinit_after_destroy),
-	{0},
+	T_CASE(source_fail_small),         T_CASE(source_fail_mixed),
+	T_CASE(source_fail_realloc),       T_CASE(source_fail_aligned),
+	T_CASE(source_refuses_everything), T_CASE(source_counts_match),
+	T_CASE(source_large_own_mapping),  T_CASE(source_every_unmap_matches),
+	T_CASE(trim_returns_everything),   T_CASE(trim_keeps_live),
+	T_CASE(trim_fresh_heap),           T_CASE(retain_bounded),
+	T_CASE(destroy_with_live_blocks),  T_CASE(destroy_reports_unmap_error),
+	T_CASE(heap_reinit_after_destroy), { 0 },
 };

@@ -19,12 +19,12 @@ struct t_source {
 	const struct keel_source *base; /* the environment's source */
 	size_t live_maps, live_bytes, peak_bytes;
 	size_t maps, unmaps, protects;
-	long fail_at;  /* the map call (0-based count) from which maps fail; -1 never */
-	int bad_unmaps; /* unmaps of ranges this source never mapped */
-	size_t map_calls;    /* every call to map, refused ones included */
-	size_t failed_maps;  /* maps refused (fail_at, base failure or a full table) */
-	int unmap_error;     /* nonzero: unmaps still happen but report this code */
-	int quiet;           /* no diag line for a bad unmap (made on purpose) */
+	long fail_at;       /* the map call (0-based count) from which maps fail; -1 never */
+	int bad_unmaps;     /* unmaps of ranges this source never mapped */
+	size_t map_calls;   /* every call to map, refused ones included */
+	size_t failed_maps; /* maps refused (fail_at, base failure or a full table) */
+	int unmap_error;    /* nonzero: unmaps still happen but report this code */
+	int quiet;          /* no diag line for a bad unmap (made on purpose) */
 	struct {
 		void *p;
 		size_t bytes;
@@ -54,8 +54,8 @@ struct t_aux {
 };
 /* base NULL: a region-only heap (config.source NULL). Returns NULL (and fails
  * the case) if no slot is free or keel_heap_init refuses. */
-struct t_aux *t_aux_open(struct t *t, const struct keel_source *base,
-                         const struct keel_lock *lock, unsigned flags, size_t retain_bytes);
+struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
+                         unsigned flags, size_t retain_bytes);
 /* keel_check, keel_heap_destroy, then the source's live maps/bytes and bad
  * unmaps must be zero. Returns 1 if all held (each miss is a failed check). */
 int t_aux_close(struct t *t, struct t_aux *aux);
@@ -85,8 +85,8 @@ void t_diag(const char *fmt, ...);
 uint64_t t_rand(uint64_t *state);
 
 /* Freestanding helpers so cases need no libc. */
-void t_fill(void *p, size_t n, uint64_t tag);           /* pattern derived from tag and offset */
-int t_verify(const void *p, size_t n, uint64_t tag);    /* 1 if the pattern is intact */
+void t_fill(void *p, size_t n, uint64_t tag);        /* pattern derived from tag and offset */
+int t_verify(const void *p, size_t n, uint64_t tag); /* 1 if the pattern is intact */
 int t_is_zero(const void *p, size_t n);
 void t_memset(void *p, int c, size_t n);
 int t_all_bytes(const void *p, size_t n, unsigned char c); /* 1 if every byte is c */
@@ -95,17 +95,20 @@ int t_streq(const char *a, const char *b);
 unsigned t_class_sizes(struct keel_heap *heap, size_t out[KEEL_NCLASSES]);
 /* Representative sizes: a small class, a medium block (over KEEL_SMALL_MAX,
  * well inside a segment) and a large one (cannot fit a segment). */
-#define T_SMALL  64u
-#define T_MEDIUM 3000u
-#define T_LARGE  (2 * KEEL_SEGMENT_SIZE)
-#define T_ALIGNED(p, a) (((uintptr_t)(p) & ((uintptr_t)(a) - 1)) == 0)
+#define T_SMALL         64u
+#define T_MEDIUM        3000u
+#define T_LARGE         (2 * KEEL_SEGMENT_SIZE)
+#define T_ALIGNED(p, a) (((uintptr_t)(p) & ((uintptr_t)(a)-1)) == 0)
 
 /* A case and a table of cases (terminated by a zero entry). */
 struct t_case {
 	const char *name;
 	void (*fn)(struct t *t);
 };
-#define T_CASE(f) { #f, f }
+#define T_CASE(f)                                                                                  \
+	{                                                                                          \
+#f, f                                                                              \
+	}
 
 /* suites.c lists every table; the runner walks them in order. */
 extern const struct t_case *const t_suites[];
@@ -126,8 +129,8 @@ extern const struct t_case random_cases[];     /* random.c: random ops against a
 int t_run_all(unsigned *passed, unsigned *failed);
 
 /* Supplied by each runner. */
-void t_env_write(const char *s, size_t n);         /* TAP output */
-const struct keel_source *t_env_source(void);      /* the environment's page source */
-void *t_env_foreign_pointer(void);                 /* an address no heap owns (e.g. a stack slot) */
+void t_env_write(const char *s, size_t n);    /* TAP output */
+const struct keel_source *t_env_source(void); /* the environment's page source */
+void *t_env_foreign_pointer(void);            /* an address no heap owns (e.g. a stack slot) */
 
 #endif
