@@ -99,7 +99,6 @@ $(HG)/demo: $(HG)/hosted/demo.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_g
 	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
 run-hosted: $(HG)/demo
 	$(Q)$(HG)/demo
-run: run-hosted
 
 hosted: $(HOSTED_RUNNERS) $(HG)/seed_example $(HG)/demo
 all: hosted
@@ -126,6 +125,83 @@ $(BUILD)/test/nm-clang.tap: $(HOSTED_CORE_OBJS_clang) FORCE
 -include $(HOSTED_OBJS:.o=.d)
 
 # ---- kernel (x86-64, multiboot2) -------------------------------------------
+# The kernel home: the core, the shared cases and kernel/ compiled with kernel
+# flags (higher half, no red zone, no SSE), linked by linker.ld into
+# build/kernel/keel.elf; GRUB wraps it into build/keel.iso. $(CC) builds it
+# (CC=clang works); build/kernel-clang/ is the same build with $(CLANG), kept
+# as a suite so clang keeps compiling it. tests/qemu boots the ISO.
+KERNEL_SRCS := $(CORE_SRCS) $(TEST_SRCS) \
+               $(wildcard kernel/*.c) $(wildcard kernel/*.S) $(wildcard boot/*.S)
+CFLAGS_KERNEL := $(CFLAGS_CORE) -mno-red-zone -mcmodel=kernel -fno-pic -fno-pie \
+                 -fno-asynchronous-unwind-tables -DKEEL_DEBUG=1
+# the core reports a failed KL_ASSERT through the kernel console
+CFLAGS_KERNEL_CORE := -include kernel/keel_assert.h
+LDFLAGS_KERNEL := -T linker.ld -nostdlib -z max-page-size=0x1000 --fatal-warnings
+QEMU ?= qemu-system-x86_64
+GRUB_MKRESCUE ?= grub-mkrescue
+KERNEL_MEMS := 128M 32M 1G
+
+KERNEL_OBJS := # simple, so each home's += below expands K at once
+# $(call kernel_home,DIR,COMPILER): the rules of build/DIR/ and build/DIR/keel.elf.
+define kernel_home
+K := $(BUILD)/$(1)
+KERNEL_OBJS_$(1) := $$(patsubst %,$$(K)/%.o,$$(basename $$(KERNEL_SRCS)))
+KERNEL_OBJS += $$(KERNEL_OBJS_$(1))
+$$(K)/%.o: %.c
+	@mkdir -p $$(@D)
+	$$(call say,CC,$$@)
+	$$(Q)$(2) $$(CFLAGS_KERNEL) $$(if $$(filter alloc/%,$$<),$$(CFLAGS_KERNEL_CORE)) -c $$< -o $$@
+$$(K)/%.o: %.S
+	@mkdir -p $$(@D)
+	$$(call say,AS,$$@)
+	$$(Q)$(2) $$(CFLAGS_KERNEL) -c $$< -o $$@
+$$(K)/keel.elf: $$(KERNEL_OBJS_$(1)) linker.ld
+	$$(call say,LD,$$@)
+	$$(Q)$$(LD) $$(LDFLAGS_KERNEL) $$(KERNEL_OBJS_$(1)) -o $$@
+endef
+$(eval $(call kernel_home,kernel,$(CC)))
+$(eval $(call kernel_home,kernel-clang,$(CLANG)))
+
+# The ISO: GRUB (BIOS) with only the modules grub.cfg uses, about 4 MiB.
+$(BUILD)/keel.iso: $(BUILD)/kernel/keel.elf boot/grub.cfg
+	@mkdir -p $(BUILD)/iso/boot/grub
+	$(call say,ISO,$@)
+	$(Q)cp $(BUILD)/kernel/keel.elf $(BUILD)/iso/boot/keel.elf
+	$(Q)cp boot/grub.cfg $(BUILD)/iso/boot/grub/grub.cfg
+	$(Q)$(GRUB_MKRESCUE) --install-modules="multiboot2 normal test smbios" --locales= \
+		--fonts= --themes= -o $@ $(BUILD)/iso 2>$(BUILD)/iso.log || \
+		{ cat $(BUILD)/iso.log >&2; exit 1; }
+iso: $(BUILD)/keel.iso
+kernel: $(BUILD)/kernel/keel.elf
+all: iso
+.PHONY: kernel
+
+# make run: the monitor on this terminal (quit with `halt`, or Ctrl-A X).
+# Without a terminal on stdin, stdin is the monitor's input and Ctrl-D (sent
+# after it) halts: `echo stats | make run`. QEMU exits 33 on halt.
+QEMU_RUN := $(QEMU) -M pc -accel tcg -m 128M -display none -no-reboot \
+            -device isa-debug-exit,iobase=0xf4,iosize=0x04 -cdrom $(BUILD)/keel.iso \
+            -smbios type=11,value=keel.mode=monitor
+run: $(BUILD)/keel.iso
+	$(Q)if [ -t 0 ]; then $(QEMU_RUN) -serial mon:stdio; else \
+		{ cat; printf '\004'; } | timeout 600 $(QEMU_RUN) -serial stdio; fi; \
+		rc=$$?; [ $$rc -eq 33 ] || { echo "make run: QEMU exit status $$rc" >&2; exit 1; }
+RUN_HELP := boot the kernel in QEMU and open its monitor on this terminal (halt or Ctrl-A X quits)
+
+# Suites: the kernel's cases at three memory sizes, the monitor driven through
+# the serial port (tests/qemu all boots them two at a time), and the clang
+# build of the kernel. One boot alone: tests/qemu kernel 32M build/keel.iso OUT.tap
+TAP_SUITES += $(KERNEL_MEMS:%=kernel-%) monitor kernel-clang
+KERNEL_TAPS := $(KERNEL_MEMS:%=$(BUILD)/test/kernel-%.tap) $(BUILD)/test/monitor.tap
+$(KERNEL_TAPS) &: $(BUILD)/keel.iso FORCE
+	$(call say,QEMU,$(KERNEL_TAPS))
+	$(Q)tests/qemu all $(BUILD)/keel.iso $(BUILD)/test
+$(BUILD)/test/kernel-clang.tap: FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -n kernel_clang_build $@ $(MAKE) --no-print-directory \
+		$(BUILD)/kernel-clang/keel.elf
+
+-include $(KERNEL_OBJS:.o=.d)
 
 # ---- test summary -----------------------------------------------------------
 # A suite is one TAP file, build/test/<suite>.tap, made by a rule that always

@@ -14,7 +14,19 @@ extern "C" {
 
 #define KEEL_VERSION "0.1.0"
 
-/* Error codes: every non-allocating function returns 0 or one of these. */
+/* Error codes: every non-allocating function returns 0 or one of these.
+ *
+ * Conventions for every function below, unless its comment says otherwise:
+ *  - A heap that was never initialised (or was destroyed) is refused: the
+ *    call returns KEEL_EINVAL, NULL or 0 (keel_check: KEEL_ECORRUPT) and
+ *    touches nothing.
+ *  - Thread-safety: calls on one heap may come from several threads or CPUs
+ *    at once; each takes the heap's lock (built-in spinlock or the
+ *    keel_lock hooks), and drops it around every page-source call. With
+ *    KEEL_HEAP_NOLOCK the caller must serialise all calls on the heap.
+ *    Different heaps share nothing.
+ *  - Time: "bounded" means independent of the heap's size and history; the
+ *    page source's own time is extra and only where a comment says so. */
 #define KEEL_ENOTOURS  (-1) /* pointer lies in no segment or region of this heap */
 #define KEEL_EINTERIOR (-2) /* inside the heap but not the start of a block (interior or misaligned) */
 #define KEEL_EDOUBLE   (-3) /* the block is already free */
@@ -85,7 +97,8 @@ struct keel_heap {
 
 /* Initialise heap with config (copied; the source and lock structs it points to
  * must outlive the heap). Returns 0 or KEEL_EINVAL (NULL heap/config, a source
- * without map or unmap, a lock with only one hook). O(1); calls nothing. */
+ * without map or unmap, a lock with only one hook). O(1); calls nothing.
+ * Not thread-safe: initialise a heap before any other thread can see it. */
 int keel_heap_init(struct keel_heap *heap, const struct keel_config *config);
 
 /* Give the heap a fixed region [base, base+len) to allocate from. A heap with no
@@ -99,8 +112,11 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config);
 int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len);
 
 /* Return every page the heap holds to its source, live blocks included. The
- * heap must be initialised again before use. Returns 0, or the first error the
- * source's unmap returned (every mapping is still offered back). O(segments). */
+ * heap must be initialised again before use. Returns 0, KEEL_EINVAL (heap not
+ * initialised), or the first error the source's unmap returned (every mapping
+ * is still offered back). Caller-given regions are simply forgotten.
+ * O(segments) plus the unmaps. Not thread-safe: no other call may use the
+ * heap during or after it. */
 int keel_heap_destroy(struct keel_heap *heap);
 
 /* Allocate size bytes, aligned to 16 at least; a power-of-two size up to
@@ -111,7 +127,8 @@ int keel_heap_destroy(struct keel_heap *heap);
 void *keel_malloc(struct keel_heap *heap, size_t size);
 
 /* Allocate n*size zeroed bytes. NULL if n*size overflows or on exhaustion.
- * Memory known to come fresh from a zeroed source is not written again. */
+ * Memory known to come fresh from a zeroed source is not written again.
+ * As keel_malloc, plus O(n*size) to clear reused memory. Thread-safe. */
 void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
 
 /* Resize p to size bytes, keeping min(old, new) bytes of content.
@@ -122,23 +139,28 @@ void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
  * than half of its pages in use (a smaller one moves, so the pages go back).
  * When it moves, the new block keeps the alignment p was allocated with. On
  * failure (exhaustion, or p not a live block of this heap) NULL is returned
- * and p is left untouched. */
+ * and p is left untouched. Bounded time in place; a move adds a keel_malloc,
+ * an O(min(old, new)) copy and a keel_free. Thread-safe. */
 void *keel_realloc(struct keel_heap *heap, void *p, size_t size);
 
 /* Allocate size bytes aligned to align, any power of two up to KEEL_MAX_ALIGN.
  * Returns NULL for a bad alignment (0, not a power of two, too large) or on
- * exhaustion. Bounded time like keel_malloc. */
+ * exhaustion; the heap is unchanged then. Bounded time like keel_malloc; an
+ * alignment above KEEL_SEGMENT_SIZE always takes a mapping of its own.
+ * Thread-safe. */
 void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size);
 
 /* Free p, which must be a live block of this heap. p == NULL does nothing and
  * returns 0. Otherwise returns 0, or leaves the heap unchanged and returns
  * KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE or KEEL_ECORRUPT.
  * O(1); calls the page source only when a segment becomes empty beyond the
- * retained amount, or for a large block. */
+ * retained amount, or for a large block. Thread-safe (a concurrent double free
+ * is still reported once). */
 int keel_free(struct keel_heap *heap, void *p);
 
 /* Usable bytes of the live block p (at least the size asked for), or 0 if p is
- * NULL or not a live block of this heap. O(1). */
+ * NULL or not a live block of this heap. O(1). Thread-safe; the block may be
+ * written up to that size. */
 size_t keel_usable_size(struct keel_heap *heap, const void *p);
 
 /* Number of size classes reported in keel_stats.class_count. */
@@ -166,7 +188,9 @@ struct keel_stats {
 	size_t class_size[KEEL_NCLASSES];  /* the size of each class */
 };
 
-/* Fill *out. O(KEEL_NCLASSES). Returns 0 or KEEL_EINVAL. */
+/* Fill *out with one consistent snapshot (taken under the heap lock).
+ * Returns 0 or KEEL_EINVAL (heap not initialised, out NULL).
+ * O(KEEL_NCLASSES). Thread-safe. */
 int keel_stats(struct keel_heap *heap, struct keel_stats *out);
 
 /* Where keel_check found a broken invariant. */
@@ -177,7 +201,9 @@ struct keel_fault {
 
 /* Validate every invariant of the heap (segments, registry, free lists,
  * boundary tags, runs, bitmaps, counters). Returns 0, or KEEL_ECORRUPT and
- * describes the first failure in *fault (fault may be NULL). O(heap size). */
+ * describes the first failure in *fault (fault may be NULL); a heap not
+ * initialised is KEEL_ECORRUPT too ("H1"). Changes nothing. O(heap size), with the heap lock held
+ * throughout, so other threads wait. Thread-safe. */
 int keel_check(struct keel_heap *heap, struct keel_fault *fault);
 
 /* One block, as keel_walk reports it. */
@@ -195,21 +221,26 @@ struct keel_block {
  * one by one only if they were ever handed out; never-used slots of a run are
  * not). Stops early and returns visit's value if it is nonzero; else 0.
  * The heap lock is held during the walk: visit must not call into this heap.
- * O(heap size). */
+ * KEEL_EINVAL for a heap not initialised or a NULL visit.
+ * O(heap size), other threads waiting. Thread-safe. */
 int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
               void *arg);
 
 /* Give free memory back to the source: empty segments, including the retained
- * ones, and empty runs. Returns the number of bytes returned. O(segments). */
+ * ones, and empty runs. Returns the number of bytes returned (0 if none, or
+ * the heap is not initialised). O(segments) plus the unmaps. Thread-safe. */
 size_t keel_trim(struct keel_heap *heap);
 
-/* A short name for an error code ("double free"...), never NULL. */
+/* A short name for an error code ("double free"...), never NULL; a static
+ * string ("unknown error" for a code keel does not define). O(1), pure. */
 const char *keel_strerror(int err);
 
 /* Standard names on one default heap, for kernels that embed keel: define
  * KEEL_STD_NAMES when compiling alloc/ to get malloc, free, calloc and realloc
  * (and keel_default_heap) over a heap the embedder initialises first with
- * keel_heap_init(keel_default_heap(), ...). free() ignores errors there. */
+ * keel_heap_init(keel_default_heap(), ...). free() ignores errors there.
+ * Without KEEL_STD_NAMES it is not defined. O(1); the names are as
+ * thread-safe as the heap's config makes them. */
 struct keel_heap *keel_default_heap(void);
 
 #ifdef __cplusplus
