@@ -144,7 +144,25 @@ struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t siz
 	return NULL;
 }
 
-static struct kl_heap *heap_get(struct keel_heap *heap)
+/* A per-heap value no caller can guess: the heap's address and the time
+ * stamp counter (where there is one) through a 64-bit mixer. */
+static uintptr_t heap_secret(const struct kl_heap *h)
+{
+	uint64_t x = (uint64_t)(uintptr_t)h;
+#if defined(__x86_64__)
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	x ^= ((uint64_t)hi << 32 | lo) * 0x9e3779b97f4a7c15ull;
+#endif
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return (uintptr_t)(x | 1); /* never 0: a fresh slot is never mistaken */
+}
+
+struct kl_heap *kl_heap_get(struct keel_heap *heap)
 {
 	struct kl_heap *h = kl_heap_of(heap);
 	return h && h->magic == KL_HEAP_MAGIC ? h : NULL;
@@ -170,6 +188,7 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
 	if (lk)
 		h->lock = *lk;
 	h->retain_bytes = config->retain_bytes ? config->retain_bytes : KL_SEG;
+	h->secret = heap_secret(h);
 	kl_small_init(h);
 	h->magic = KL_HEAP_MAGIC;
 	return 0;
@@ -177,7 +196,7 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
 
 int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h || !base)
 		return KEEL_EINVAL;
 	struct kl_op op;
@@ -189,7 +208,7 @@ int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len)
 
 int keel_heap_destroy(struct keel_heap *heap)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return KEEL_EINVAL;
 	int err = h->has_source ? kl_seg_destroy_all(h) : 0;
@@ -197,17 +216,9 @@ int keel_heap_destroy(struct keel_heap *heap)
 	return err;
 }
 
-/* What the heap knows of a live block. */
-struct blockinfo {
-	struct kl_seg *seg;
-	struct kl_run *run;
-	int kind;
-	size_t usable, requested, align;
-};
-
 /* 0 and *bi if p is a live block of h, else the error a free of p gets.
  * Reads only memory the registry or a region vouches for. O(1). */
-static int locate(struct kl_heap *h, uintptr_t p, struct blockinfo *bi)
+int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 {
 	struct kl_where w = kl_seg_find(h, p);
 	if (w.err)
@@ -231,6 +242,8 @@ static int locate(struct kl_heap *h, uintptr_t p, struct blockinfo *bi)
 		int err = kl_small_validate(h, s, r, p);
 		if (err)
 			return err;
+		if (h->has_caches && ((void **)p)[1] == (void *)h->secret)
+			return KEEL_EDOUBLE; /* K1: it sits free in a cache */
 		bi->run = r;
 		bi->kind = KEEL_KIND_SMALL;
 		bi->usable = bi->requested = h->cls[r->cls - 1].size;
@@ -238,7 +251,7 @@ static int locate(struct kl_heap *h, uintptr_t p, struct blockinfo *bi)
 		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable & -bi->usable : KL_GRAN;
 		return 0;
 	}
-	int err = kl_medium_validate(h, s, p);
+	int err = kl_medium_validate(s, p);
 	if (err)
 		return err;
 	struct kl_blk *b = kl_blk_of((void *)p);
@@ -249,7 +262,7 @@ static int locate(struct kl_heap *h, uintptr_t p, struct blockinfo *bi)
 	return 0;
 }
 
-static void count_alloc(struct kl_heap *h, size_t usable, size_t requested)
+void kl_count_alloc(struct kl_heap *h, size_t usable, size_t requested)
 {
 	h->in_use_bytes += usable;
 	h->requested_bytes += requested;
@@ -261,7 +274,7 @@ static void count_alloc(struct kl_heap *h, size_t usable, size_t requested)
 
 /* Allocate with the lock held. *fresh is set when the memory came straight
  * from a zeroing source and was never written. */
-static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int *fresh)
+void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int *fresh)
 {
 	*fresh = 0;
 	if (size > KL_MAX_REQUEST)
@@ -282,7 +295,7 @@ static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size
 			goto medium;
 		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
 			goto fail;
-		count_alloc(h, h->cls[c].size, h->cls[c].size);
+		kl_count_alloc(h, h->cls[c].size, h->cls[c].size);
 		h->class_live[c]++;
 		return p;
 	}
@@ -291,7 +304,7 @@ static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size
 		if (!p)
 			goto fail;
 		struct kl_seg *s = kl_seg_find(h, (uintptr_t)p).seg;
-		count_alloc(h, kl_large_usable(s), size);
+		kl_count_alloc(h, kl_large_usable(s), size);
 		*fresh = h->source.zeroed;
 		return p;
 	}
@@ -300,7 +313,7 @@ static void *alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size
 		goto fail;
 medium:;
 	struct kl_blk *b = kl_blk_of(p);
-	count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - (b->head >> KL_B_SLACK_SHIFT));
+	kl_count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - (b->head >> KL_B_SLACK_SHIFT));
 	return p;
 fail:
 	h->failed++;
@@ -308,7 +321,7 @@ fail:
 }
 
 /* Free the live block described by bi, with the lock held. */
-static void free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const struct blockinfo *bi)
+void kl_free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const struct kl_blockinfo *bi)
 {
 	h->in_use_bytes -= bi->usable;
 	h->requested_bytes -= bi->requested;
@@ -326,20 +339,20 @@ static void free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const 
 
 void *keel_malloc(struct keel_heap *heap, size_t size)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
 	struct kl_op op;
 	int fresh;
 	kl_op_begin(h, &op);
-	void *p = alloc_locked(h, &op, size, KL_GRAN, &fresh);
+	void *p = kl_alloc_locked(h, &op, size, KL_GRAN, &fresh);
 	kl_op_end(h, &op);
 	return p;
 }
 
 void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
 	struct kl_op op;
@@ -349,14 +362,14 @@ void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
 	if (align == 0 || (align & (align - 1)) || align > KEEL_MAX_ALIGN)
 		h->failed++;
 	else
-		p = alloc_locked(h, &op, size, align, &fresh);
+		p = kl_alloc_locked(h, &op, size, align, &fresh);
 	kl_op_end(h, &op);
 	return p;
 }
 
 void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
 	struct kl_op op;
@@ -366,7 +379,7 @@ void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)
 	if (size && n > (size_t)-1 / size)
 		h->failed++;
 	else
-		p = alloc_locked(h, &op, n * size, KL_GRAN, &fresh);
+		p = kl_alloc_locked(h, &op, n * size, KL_GRAN, &fresh);
 	kl_op_end(h, &op);
 	if (p && !fresh)
 		kl_memset(p, 0, n * size);
@@ -377,28 +390,28 @@ int keel_free(struct keel_heap *heap, void *p)
 {
 	if (!p)
 		return 0;
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return KEEL_EINVAL;
 	struct kl_op op;
-	struct blockinfo bi;
+	struct kl_blockinfo bi;
 	kl_op_begin(h, &op);
-	int err = locate(h, (uintptr_t)p, &bi);
+	int err = kl_locate(h, (uintptr_t)p, &bi);
 	if (!err)
-		free_locked(h, &op, (uintptr_t)p, &bi);
+		kl_free_locked(h, &op, (uintptr_t)p, &bi);
 	kl_op_end(h, &op);
 	return err;
 }
 
 size_t keel_usable_size(struct keel_heap *heap, const void *p)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h || !p)
 		return 0;
 	struct kl_op op;
-	struct blockinfo bi;
+	struct kl_blockinfo bi;
 	kl_op_begin(h, &op);
-	int err = locate(h, (uintptr_t)p, &bi);
+	int err = kl_locate(h, (uintptr_t)p, &bi);
 	kl_op_end(h, &op);
 	return err ? 0 : bi.usable;
 }
@@ -407,7 +420,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 {
 	if (!p)
 		return keel_malloc(heap, size);
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
 	if (size == 0) {
@@ -415,9 +428,9 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 		return NULL;
 	}
 	struct kl_op op;
-	struct blockinfo bi;
+	struct kl_blockinfo bi;
 	kl_op_begin(h, &op);
-	int err = locate(h, (uintptr_t)p, &bi);
+	int err = kl_locate(h, (uintptr_t)p, &bi);
 	if (err || size > KL_MAX_REQUEST) {
 		h->failed++;
 		kl_op_end(h, &op);
@@ -451,7 +464,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 		return p;
 	}
 	int fresh;
-	void *q = alloc_locked(h, &op, size, bi.align, &fresh);
+	void *q = kl_alloc_locked(h, &op, size, bi.align, &fresh);
 	kl_op_end(h, &op);
 	if (!q)
 		return NULL;
@@ -462,7 +475,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 
 int keel_stats(struct keel_heap *heap, struct keel_stats *out)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h || !out)
 		return KEEL_EINVAL;
 	uintptr_t t = heap_lock(h);
@@ -499,7 +512,7 @@ int keel_stats(struct keel_heap *heap, struct keel_stats *out)
 
 size_t keel_trim(struct keel_heap *heap)
 {
-	struct kl_heap *h = heap_get(heap);
+	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return 0;
 	struct kl_op op;

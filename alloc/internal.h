@@ -187,6 +187,21 @@ struct kl_class {
 	uint16_t nslots;
 };
 
+/* A cache's stack of free slots of one class: slots linked through their
+ * first word, the heap's secret in their second (K1: a slot in a cache has
+ * its bitmap bit set and secret in word 1; no live block has secret there,
+ * since keel_cache_malloc clears it). */
+struct kl_bin {
+	void **head;
+	uint32_t count, max;
+};
+struct kl_cache {
+	struct kl_heap *heap;
+	uintptr_t secret;
+	struct kl_bin bins[KL_NCLASSES];
+};
+_Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");
+
 #define KL_HEAP_MAGIC ((uintptr_t)0x6b65656c48454150ull)
 #define KL_EMPTY_RUNS_MAX 4 /* empty runs cached across classes before going back */
 
@@ -197,6 +212,8 @@ struct kl_heap {
 	struct keel_lock lock;
 	int has_source;
 	int spin; /* the built-in lock, through __atomic builtins only */
+	uintptr_t secret;    /* marks slots sitting in caches (K1) */
+	int has_caches;      /* keel_trim keeps registry nodes once set */
 	struct kl_seg *segs; /* every arena, region and large segment */
 	struct kl_seg *parked; /* empty arenas kept for reuse, empty_bytes in all */
 	struct kl_seg *regions[KEEL_MAX_REGIONS];
@@ -239,20 +256,25 @@ static inline size_t kl_bit_index(const struct kl_seg *s, uintptr_t p)
 {
 	return (p - s->base) >> KL_GRAN_SHIFT;
 }
+/* Bits change only under the heap lock, but keel_cache_free reads them
+ * without it: relaxed atomic loads and stores (plain moves on x86) make
+ * that read well-defined without paying for a locked read-modify-write. */
 static inline int kl_bit_get(const struct kl_seg *s, uintptr_t p)
 {
 	size_t i = kl_bit_index(s, p);
-	return (int)((s->bits[i >> 6] >> (i & 63)) & 1);
+	return (int)((__atomic_load_n(&s->bits[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1);
 }
 static inline void kl_bit_set(struct kl_seg *s, uintptr_t p)
 {
 	size_t i = kl_bit_index(s, p);
-	s->bits[i >> 6] |= (uint64_t)1 << (i & 63);
+	uint64_t w = __atomic_load_n(&s->bits[i >> 6], __ATOMIC_RELAXED);
+	__atomic_store_n(&s->bits[i >> 6], w | (uint64_t)1 << (i & 63), __ATOMIC_RELAXED);
 }
 static inline void kl_bit_clear(struct kl_seg *s, uintptr_t p)
 {
 	size_t i = kl_bit_index(s, p);
-	s->bits[i >> 6] &= ~((uint64_t)1 << (i & 63));
+	uint64_t w = __atomic_load_n(&s->bits[i >> 6], __ATOMIC_RELAXED);
+	__atomic_store_n(&s->bits[i >> 6], w & ~((uint64_t)1 << (i & 63)), __ATOMIC_RELAXED);
 }
 
 static inline struct kl_blk *kl_blk_of(void *user) { return (struct kl_blk *)(void *)((char *)user - KL_BLK_HDR); }
@@ -272,7 +294,22 @@ struct kl_op {
 	} unmap[KL_OP_UNMAPS];
 };
 
+/* What the heap knows of a live block. */
+struct kl_blockinfo {
+	struct kl_seg *seg;
+	struct kl_run *run; /* small blocks only */
+	int kind;           /* KEEL_KIND_* */
+	size_t usable, requested, align;
+};
+
 /* heap.c */
+KL_HIDDEN struct kl_heap *kl_heap_get(struct keel_heap *heap);
+KL_HIDDEN int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi);
+KL_HIDDEN void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
+                                int *fresh);
+KL_HIDDEN void kl_free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p,
+                              const struct kl_blockinfo *bi);
+KL_HIDDEN void kl_count_alloc(struct kl_heap *h, size_t usable, size_t requested);
 KL_HIDDEN void *kl_memset(void *p, int c, size_t n);
 KL_HIDDEN void *kl_memcpy(void *d, const void *s, size_t n);
 KL_HIDDEN uintptr_t kl_lock(struct kl_heap *h);
@@ -310,7 +347,7 @@ KL_HIDDEN struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t alig
 KL_HIDDEN void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_blk *b);
 KL_HIDDEN void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
                                 int grow);
-KL_HIDDEN int kl_medium_validate(struct kl_heap *h, struct kl_seg *s, uintptr_t p);
+KL_HIDDEN int kl_medium_validate(struct kl_seg *s, uintptr_t p);
 KL_HIDDEN void kl_medium_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p);
 KL_HIDDEN int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p,
                                size_t size);
@@ -328,6 +365,8 @@ KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
 KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,
                              struct kl_run *r, uintptr_t p);
 KL_HIDDEN void kl_small_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s,
+                               const struct kl_run *r, uintptr_t p);
 KL_HIDDEN int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p);
 KL_HIDDEN struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p);
 KL_HIDDEN size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off);

@@ -12,6 +12,13 @@
 extern "C" {
 #endif
 
+/* Public functions stay visible from a library built with hidden visibility. */
+#if defined(__GNUC__)
+#define KEEL_API __attribute__((visibility("default")))
+#else
+#define KEEL_API
+#endif
+
 #define KEEL_VERSION "0.1.0"
 
 /* Error codes: every non-allocating function returns 0 or one of these.
@@ -99,7 +106,7 @@ struct keel_heap {
  * must outlive the heap). Returns 0 or KEEL_EINVAL (NULL heap/config, a source
  * without map or unmap, a lock with only one hook). O(1); calls nothing.
  * Not thread-safe: initialise a heap before any other thread can see it. */
-int keel_heap_init(struct keel_heap *heap, const struct keel_config *config);
+KEEL_API int keel_heap_init(struct keel_heap *heap, const struct keel_config *config);
 
 /* Give the heap a fixed region [base, base+len) to allocate from. A heap with no
  * source serves all requests from its regions and returns NULL when they are
@@ -109,7 +116,7 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config);
  * Returns 0, KEEL_EINVAL (too small, overlaps a region of this heap, wraps) or
  * KEEL_ENOMEM (KEEL_MAX_REGIONS already given). O(len / 64 KiB) to set up the
  * region's metadata at its start. */
-int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len);
+KEEL_API int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len);
 
 /* Return every page the heap holds to its source, live blocks included. The
  * heap must be initialised again before use. Returns 0, KEEL_EINVAL (heap not
@@ -117,19 +124,19 @@ int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len);
  * is still offered back). Caller-given regions are simply forgotten.
  * O(segments) plus the unmaps. Not thread-safe: no other call may use the
  * heap during or after it. */
-int keel_heap_destroy(struct keel_heap *heap);
+KEEL_API int keel_heap_destroy(struct keel_heap *heap);
 
 /* Allocate size bytes, aligned to 16 at least; a power-of-two size up to
  * KEEL_PAGE_SIZE is aligned to its size. size 0 gives a unique 16-byte block.
  * Returns NULL when size cannot be served (too large, source refused, regions
  * full); the heap is unchanged then. Bounded time, except for one call to the
  * page source when no free memory fits. Thread-safe per heap. */
-void *keel_malloc(struct keel_heap *heap, size_t size);
+KEEL_API void *keel_malloc(struct keel_heap *heap, size_t size);
 
 /* Allocate n*size zeroed bytes. NULL if n*size overflows or on exhaustion.
  * Memory known to come fresh from a zeroed source is not written again.
  * As keel_malloc, plus O(n*size) to clear reused memory. Thread-safe. */
-void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
+KEEL_API void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
 
 /* Resize p to size bytes, keeping min(old, new) bytes of content.
  * p == NULL: same as keel_malloc(size). size == 0 with p != NULL: p is freed and
@@ -141,14 +148,14 @@ void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
  * failure (exhaustion, or p not a live block of this heap) NULL is returned
  * and p is left untouched. Bounded time in place; a move adds a keel_malloc,
  * an O(min(old, new)) copy and a keel_free. Thread-safe. */
-void *keel_realloc(struct keel_heap *heap, void *p, size_t size);
+KEEL_API void *keel_realloc(struct keel_heap *heap, void *p, size_t size);
 
 /* Allocate size bytes aligned to align, any power of two up to KEEL_MAX_ALIGN.
  * Returns NULL for a bad alignment (0, not a power of two, too large) or on
  * exhaustion; the heap is unchanged then. Bounded time like keel_malloc; an
  * alignment above KEEL_SEGMENT_SIZE always takes a mapping of its own.
  * Thread-safe. */
-void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size);
+KEEL_API void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size);
 
 /* Free p, which must be a live block of this heap. p == NULL does nothing and
  * returns 0. Otherwise returns 0, or leaves the heap unchanged and returns
@@ -156,12 +163,12 @@ void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size);
  * O(1); calls the page source only when a segment becomes empty beyond the
  * retained amount, or for a large block. Thread-safe (a concurrent double free
  * is still reported once). */
-int keel_free(struct keel_heap *heap, void *p);
+KEEL_API int keel_free(struct keel_heap *heap, void *p);
 
 /* Usable bytes of the live block p (at least the size asked for), or 0 if p is
  * NULL or not a live block of this heap. O(1). Thread-safe; the block may be
  * written up to that size. */
-size_t keel_usable_size(struct keel_heap *heap, const void *p);
+KEEL_API size_t keel_usable_size(struct keel_heap *heap, const void *p);
 
 /* Number of size classes reported in keel_stats.class_count. */
 #define KEEL_NCLASSES 20
@@ -191,7 +198,7 @@ struct keel_stats {
 /* Fill *out with one consistent snapshot (taken under the heap lock).
  * Returns 0 or KEEL_EINVAL (heap not initialised, out NULL).
  * O(KEEL_NCLASSES). Thread-safe. */
-int keel_stats(struct keel_heap *heap, struct keel_stats *out);
+KEEL_API int keel_stats(struct keel_heap *heap, struct keel_stats *out);
 
 /* Where keel_check found a broken invariant. */
 struct keel_fault {
@@ -204,7 +211,7 @@ struct keel_fault {
  * describes the first failure in *fault (fault may be NULL); a heap not
  * initialised is KEEL_ECORRUPT too ("H1"). Changes nothing. O(heap size), with the heap lock held
  * throughout, so other threads wait. Thread-safe. */
-int keel_check(struct keel_heap *heap, struct keel_fault *fault);
+KEEL_API int keel_check(struct keel_heap *heap, struct keel_fault *fault);
 
 /* One block, as keel_walk reports it. */
 struct keel_block {
@@ -223,17 +230,53 @@ struct keel_block {
  * The heap lock is held during the walk: visit must not call into this heap.
  * KEEL_EINVAL for a heap not initialised or a NULL visit.
  * O(heap size), other threads waiting. Thread-safe. */
-int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
+KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
               void *arg);
 
 /* Give free memory back to the source: empty segments, including the retained
  * ones, and empty runs. Returns the number of bytes returned (0 if none, or
  * the heap is not initialised). O(segments) plus the unmaps. Thread-safe. */
-size_t keel_trim(struct keel_heap *heap);
+KEEL_API size_t keel_trim(struct keel_heap *heap);
+
+/* A cache: a small front end for one thread (or one CPU) over a shared heap.
+ * It keeps bounded stacks of free small slots per size class, so the common
+ * malloc and free of a small block take no lock and no atomic operation; it
+ * refills from and flushes to the heap in batches under the heap's lock.
+ * A cache must be used by one thread at a time (a kernel gives each CPU one
+ * and keeps interrupts off around its use). Slots in a cache still count as
+ * live in keel_stats and keel_check until flushed. Freeing a pointer to the
+ * wrong cache is fine: slots go back to the heap they came from.
+ * Misuse is caught as by keel_free: a double free of a slot sitting in any
+ * cache of the heap is recognised by a per-heap secret written into it. */
+#define KEEL_CACHE_BYTES 512
+struct keel_cache {
+	_Alignas(64) unsigned char opaque[KEEL_CACHE_BYTES];
+};
+
+/* Attach cache to heap. Returns 0 or KEEL_EINVAL. From then on keel_trim
+ * keeps the heap's registry nodes (keel_cache_free reads them unlocked). */
+KEEL_API int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap);
+
+/* As keel_malloc; small sizes come from the cache (O(1), no lock), refilled
+ * in a batch when empty; other sizes go to the heap. */
+KEEL_API void *keel_cache_malloc(struct keel_cache *cache, size_t size);
+
+/* As keel_free (same codes, same guarantee: on error nothing changed); a
+ * small slot stays in the cache, a batch goes back when the class's stack
+ * is full. O(1) with no lock for small slots. */
+KEEL_API int keel_cache_free(struct keel_cache *cache, void *p);
+
+/* As keel_usable_size (which is 0 for a small slot sitting free in a cache:
+ * keel_free, keel_realloc and keel_usable_size all know such a slot). */
+KEEL_API size_t keel_cache_usable_size(struct keel_cache *cache, const void *p);
+
+/* Give every cached slot back to the heap (a thread's exit, a CPU going
+ * offline). The cache stays attached and usable. O(cached slots). */
+KEEL_API void keel_cache_flush(struct keel_cache *cache);
 
 /* A short name for an error code ("double free"...), never NULL; a static
  * string ("unknown error" for a code keel does not define). O(1), pure. */
-const char *keel_strerror(int err);
+KEEL_API const char *keel_strerror(int err);
 
 /* Standard names on one default heap, for kernels that embed keel: define
  * KEEL_STD_NAMES when compiling alloc/ to get malloc, free, calloc and realloc
@@ -241,7 +284,7 @@ const char *keel_strerror(int err);
  * keel_heap_init(keel_default_heap(), ...). free() ignores errors there.
  * Without KEEL_STD_NAMES it is not defined. O(1); the names are as
  * thread-safe as the heap's config makes them. */
-struct keel_heap *keel_default_heap(void);
+KEEL_API struct keel_heap *keel_default_heap(void);
 
 #ifdef __cplusplus
 }

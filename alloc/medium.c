@@ -190,39 +190,34 @@ size_t kl_medium_usable(const struct kl_blk *b)
 	return kl_blk_size(b) - KL_BLK_HDR;
 }
 
-/* Is b, whose header says free, really on a free list of this heap? Reads
- * only memory the registry vouches for. */
-static int medium_is_listed(struct kl_heap *h, struct kl_blk *b)
+/* Why a free of p, which starts no live block, fails: the block around p
+ * is free (a double free, possibly since merged with a neighbour) or live
+ * (an interior pointer). Walks the arena's blocks, so it costs O(arena):
+ * only ever on the way to an error. */
+static int medium_classify(const struct kl_seg *s, uintptr_t p)
 {
-	size_t size = kl_blk_size(b);
-	if (size < KL_MIN_BLOCK || size > KL_ARENA_MAX)
-		return 0;
-	unsigned fl, sl;
-	kl_fit_mapping(size, &fl, &sl);
-	if (h->heads[fl][sl] == b)
-		return 1;
-	struct kl_blk *p = b->prev_free;
-	if (!p || ((uintptr_t)p & (KL_GRAN - 1)))
-		return 0;
-	struct kl_where w = kl_seg_find(h, (uintptr_t)p);
-	if (!w.seg || w.seg->kind == KL_SEG_LARGE || (uintptr_t)p < w.seg->arena ||
-	    (uintptr_t)p + sizeof(*p) > w.seg->arena_end)
-		return 0;
-	return p->next_free == b;
+	uintptr_t sentinel = s->arena_end - KL_BLK_HDR;
+	for (uintptr_t b = s->arena; b < sentinel;) {
+		const struct kl_blk *blk = (const struct kl_blk *)b;
+		size_t size = kl_blk_size(blk);
+		if (size < KL_MIN_BLOCK || size > sentinel - b)
+			return KEEL_ECORRUPT;
+		if (p < b + size)
+			return (blk->head & KL_B_FREE) && p >= b + KL_BLK_HDR ? KEEL_EDOUBLE : KEEL_EINTERIOR;
+		b += size;
+	}
+	return KEEL_EINTERIOR;
 }
 
 /* 0 if p is the user pointer of a live medium block in arena s, else the
  * error a free of p gets. p is 16-aligned, inside s's arena, in no run. */
-int kl_medium_validate(struct kl_heap *h, struct kl_seg *s, uintptr_t p)
+int kl_medium_validate(struct kl_seg *s, uintptr_t p)
 {
 	if (p < s->arena + KL_BLK_HDR || p >= s->arena_end - KL_BLK_HDR)
 		return KEEL_EINTERIOR;
 	struct kl_blk *b = kl_blk_of((void *)p);
-	if (!kl_bit_get(s, p)) {
-		if ((b->head & KL_B_FREE) && medium_is_listed(h, b))
-			return KEEL_EDOUBLE;
-		return KEEL_EINTERIOR;
-	}
+	if (!kl_bit_get(s, p))
+		return medium_classify(s, p);
 	size_t size = kl_blk_size(b);
 	if ((b->head & (KL_B_FREE | KL_B_RUN)) || size < KL_MIN_BLOCK ||
 	    size > s->arena_end - KL_BLK_HDR - (uintptr_t)b)

@@ -343,6 +343,8 @@ void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 		h->empty_bytes -= s->bytes;
 		kl_seg_release(h, op, s);
 	}
+	if (h->has_caches)
+		return; /* keel_cache_free reads the registry without the lock */
 	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
 		uintptr_t **mid = h->reg_root[r];
 		if (!mid)

@@ -165,6 +165,19 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 	return 0;
 }
 
+/* Is p a live slot of run r? Reads only what stays put while a slot of the
+ * run is live (class, segment, slot count, p's own bit), so it needs no
+ * lock when p is live; any other answer is settled under the lock. */
+int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s, const struct kl_run *r,
+                     uintptr_t p)
+{
+	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
+		return 0;
+	uintptr_t off = p - run_base(r);
+	size_t i = kl_slot_index(h, r, off);
+	return i * h->cls[r->cls - 1].size == off && i < r->nslots && kl_bit_get(s, p);
+}
+
 int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p)
 {
 	(void)r;

@@ -1,0 +1,156 @@
+/* cache.c: the per-thread (or per-CPU) front end. Small slots are kept in
+ * bounded per-class stacks owned by one user, so the common malloc and free
+ * touch no lock; batches move between a cache and its heap under the lock.
+ * The core gives the object; the environment decides who owns it. */
+#include "internal.h"
+
+/* A class's stack holds at most 8 KiB of slots (and 8 to 64 of them): a
+ * thread's cache stays under 160 KiB whatever it frees. */
+static uint32_t bin_max(size_t size)
+{
+	size_t n = 8192 / size;
+	return (uint32_t)(n < 8 ? 8 : n > 64 ? 64 : n);
+}
+
+static struct kl_cache *cache_of(struct keel_cache *c)
+{
+	return (struct kl_cache *)(void *)c;
+}
+
+int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
+{
+	struct kl_heap *h = kl_heap_get(heap);
+	if (!cache || !h)
+		return KEEL_EINVAL;
+	struct kl_cache *c = cache_of(cache);
+	kl_memset(c, 0, sizeof(*c));
+	c->heap = h;
+	c->secret = h->secret;
+	for (unsigned i = 0; i < KL_NCLASSES; i++)
+		c->bins[i].max = bin_max(h->cls[i].size);
+	uintptr_t t = kl_lock(h);
+	h->has_caches = 1;
+	kl_unlock(h, t);
+	return 0;
+}
+
+/* Fill bin cls with up to half its capacity from the heap's runs and return
+ * one more slot for the caller, or fall back to a plain allocation (a medium
+ * block from held memory, or a new segment) when no run has a free slot. */
+static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size)
+{
+	struct kl_heap *h = c->heap;
+	struct kl_bin *b = &c->bins[cls];
+	size_t csize = h->cls[cls].size;
+	struct kl_op op;
+	int fresh;
+	kl_op_begin(h, &op);
+	void *p = kl_small_alloc(h, &op, cls, 0, 0);
+	if (!p) {
+		p = kl_alloc_locked(h, &op, size, KL_GRAN, &fresh);
+		kl_op_end(h, &op);
+		return p;
+	}
+	kl_count_alloc(h, csize, csize);
+	h->class_live[cls]++;
+	for (uint32_t n = b->max / 2; n > 0; n--) {
+		void **s = kl_small_alloc(h, &op, cls, 0, 0);
+		if (!s)
+			break;
+		kl_count_alloc(h, csize, csize);
+		h->class_live[cls]++;
+		s[0] = b->head;
+		s[1] = (void *)c->secret;
+		b->head = s;
+		b->count++;
+	}
+	kl_op_end(h, &op);
+	return p;
+}
+
+void *keel_cache_malloc(struct keel_cache *cache, size_t size)
+{
+	struct kl_cache *c = cache_of(cache);
+	if (KL_LIKELY(size <= KL_SMALL_MAX)) {
+		unsigned cls = kl_small_class(size);
+		struct kl_bin *b = &c->bins[cls];
+		void **p = b->head;
+		if (KL_LIKELY(p != NULL)) {
+			b->head = p[0];
+			b->count--;
+			p[1] = NULL; /* K1: no live block carries the secret */
+			return p;
+		}
+		return cache_refill(c, cls, size);
+	}
+	return keel_malloc((struct keel_heap *)(void *)c->heap, size);
+}
+
+/* Give n slots from the top of bin cls back to the heap, lock held. */
+static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint32_t n)
+{
+	struct kl_heap *h = c->heap;
+	struct kl_bin *b = &c->bins[cls];
+	while (n-- && b->head) {
+		void **s = b->head;
+		b->head = s[0];
+		b->count--;
+		s[1] = NULL; /* K1: the slot leaves the cache */
+		struct kl_blockinfo bi;
+		int err = kl_locate(h, (uintptr_t)s, &bi);
+		KL_ASSERT(err == 0 && bi.kind == KEEL_KIND_SMALL);
+		if (err)
+			continue; /* not reachable: the slot was checked when cached */
+		kl_free_locked(h, op, (uintptr_t)s, &bi);
+	}
+}
+
+int keel_cache_free(struct keel_cache *cache, void *ptr)
+{
+	struct kl_cache *c = cache_of(cache);
+	struct kl_heap *h = c->heap;
+	uintptr_t p = (uintptr_t)ptr;
+	if (!ptr)
+		return 0;
+	/* Unlocked: a live slot keeps its run and segment alive, so what we
+	 * read of them is stable; anything else goes to the locked path. */
+	struct kl_where w = kl_seg_find(h, p);
+	struct kl_seg *s = w.seg;
+	if (w.err || s->kind == KL_SEG_LARGE || (p & (KL_GRAN - 1)) || p < s->arena || p >= s->arena_end)
+		return keel_free((struct keel_heap *)(void *)h, ptr);
+	struct kl_run *r = kl_run_of(s, p);
+	if (!kl_small_is_live(h, s, r, p))
+		return keel_free((struct keel_heap *)(void *)h, ptr);
+	void **slot = ptr;
+	if (KL_UNLIKELY(slot[1] == (void *)c->secret))
+		return KEEL_EDOUBLE; /* K1: it sits in a cache already */
+	unsigned cls = r->cls - 1u;
+	struct kl_bin *b = &c->bins[cls];
+	if (KL_UNLIKELY(b->count >= b->max)) {
+		struct kl_op op;
+		kl_op_begin(h, &op);
+		cache_drain(c, &op, cls, b->max / 2);
+		kl_op_end(h, &op);
+	}
+	slot[0] = b->head;
+	slot[1] = (void *)c->secret;
+	b->head = slot;
+	b->count++;
+	return 0;
+}
+
+size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
+{
+	/* keel_usable_size already knows a cached slot by the secret (K1). */
+	return keel_usable_size((struct keel_heap *)(void *)cache_of(cache)->heap, ptr);
+}
+
+void keel_cache_flush(struct keel_cache *cache)
+{
+	struct kl_cache *c = cache_of(cache);
+	struct kl_op op;
+	kl_op_begin(c->heap, &op);
+	for (unsigned i = 0; i < KL_NCLASSES; i++)
+		cache_drain(c, &op, i, c->bins[i].count);
+	kl_op_end(c->heap, &op);
+}
