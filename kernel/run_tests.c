@@ -203,9 +203,9 @@ static void do_ud2(void *arg)
 
 static void do_divide(void *arg)
 {
-	volatile unsigned zero = (unsigned)(uintptr_t)arg, quotient;
-	quotient = 1 / zero;
-	(void)quotient;
+	unsigned zero = (unsigned)(uintptr_t)arg, quotient, remainder;
+	/* in asm: the compiler turns 1 / x into x == 1 */
+	__asm__ volatile("divl %2" : "=a"(quotient), "=d"(remainder) : "r"(zero), "a"(1), "d"(0));
 }
 
 static void do_noncanonical(void *arg)
