@@ -203,6 +203,142 @@ $(BUILD)/test/kernel-clang.tap: FORCE
 
 -include $(KERNEL_OBJS:.o=.d)
 
+# ---- embedding kit ------------------------------------------------------------
+# For kernels that copy keel in (PORTING.md):
+#   make amalgamation   build/dist/keel.c + keel.h: the core as one file pair
+#   make install        libkeel.a, libkeel.so (drop-in section), keel.h and
+#                       keel.pc under PREFIX (default /usr/local; DESTDIR too)
+# Suites: dist-gcc/dist-clang build the amalgamation with kernel flags and
+# check its symbols; dist runs the cases linked with it over a static-buffer
+# source (hosted/run_static.c); liballoc and liballoc-names run the liballoc
+# adapter (compat/) over mock hooks; install installs into a temporary prefix
+# and builds a program with pkg-config.
+DIST := $(BUILD)/dist
+DT := $(BUILD)/dist-test
+# The issue's kernel flags, plus -fno-pic (kernel code model, PIE compilers).
+CFLAGS_DIST_KERNEL := -std=c11 -O2 $(WARN) -ffreestanding -nostdlib -mno-red-zone \
+                      -mgeneral-regs-only -mcmodel=kernel -fno-pic -fno-pie
+
+amalgamation: $(DIST)/keel.c $(DIST)/keel.h
+$(DIST)/keel.c: scripts/amalgamate $(CORE_SRCS) $(wildcard alloc/*.h)
+	$(call say,GEN,$@)
+	$(Q)scripts/amalgamate $(DIST)
+$(DIST)/keel.h: $(DIST)/keel.c ;
+
+$(DT)/keel-gcc.o: $(DIST)/keel.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_DIST_KERNEL) -c $< -o $@
+$(DT)/keel-clang.o: $(DIST)/keel.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CLANG) $(CFLAGS_DIST_KERNEL) -c $< -o $@
+# The runner: keel.c with ordinary hosted flags, and the cases compiled from a
+# copy whose "../alloc/keel.h" is build/dist/keel.h, so they see only dist/.
+$(DT)/keel.o: $(DIST)/keel.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -c $< -o $@
+$(DT)/alloc/keel.h: $(DIST)/keel.h
+	@mkdir -p $(@D)
+	$(Q)cp $< $@
+$(DT)/tests/%: tests/%
+	@mkdir -p $(@D)
+	$(Q)cp $< $@
+$(DT)/hosted/run_static.c: hosted/run_static.c
+	@mkdir -p $(@D)
+	$(Q)cp $< $@
+.PRECIOUS: $(DT)/tests/% $(DT)/hosted/run_static.c
+$(DT)/tests/%.o: $(DT)/tests/%.c $(DT)/tests/test.h $(DT)/alloc/keel.h
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_CORE) -c $< -o $@
+$(DT)/hosted/run_static.o: $(DT)/hosted/run_static.c $(DT)/tests/test.h $(DT)/alloc/keel.h
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -c $< -o $@
+$(DT)/run_static: $(DT)/keel.o $(DT)/hosted/run_static.o $(TEST_SRCS:%.c=$(DT)/%.o)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
+
+# The liballoc adapter, freestanding like the core, and its runner on the
+# hosted-gcc core and cases.
+$(BUILD)/compat/liballoc.o: compat/liballoc.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_CORE) -c $< -o $@
+$(BUILD)/compat/run_liballoc.o: compat/run_liballoc.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -c $< -o $@
+$(BUILD)/compat/run_liballoc: $(BUILD)/compat/run_liballoc.o $(BUILD)/compat/liballoc.o \
+                              $(HOSTED_CORE_OBJS_gcc) $(TEST_SRCS:%.c=$(HG)/%.o)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
+-include $(BUILD)/compat/liballoc.d $(BUILD)/compat/run_liballoc.d \
+         $(DT)/hosted/run_static.d
+
+# make install: the drop-in's libraries, the header and a pkg-config file.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+KEEL_VERSION := $(shell sed -n 's/^\#define KEEL_VERSION "\(.*\)"$$/\1/p' alloc/keel.h)
+install: $(BUILD)/libkeel.a $(BUILD)/libkeel.so alloc/keel.h scripts/keel.pc.in
+	$(call say,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(Q)install -m 644 $(BUILD)/libkeel.a $(DESTDIR)$(LIBDIR)/libkeel.a
+	$(Q)install -m 755 $(BUILD)/libkeel.so $(DESTDIR)$(LIBDIR)/libkeel.so
+	$(Q)install -m 644 alloc/keel.h $(DESTDIR)$(INCLUDEDIR)/keel.h
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(KEEL_VERSION)|' \
+		scripts/keel.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/keel.pc
+.PHONY: amalgamation install
+
+TAP_SUITES += dist-gcc dist-clang dist liballoc liballoc-names install
+$(BUILD)/test/dist-%.tap: $(DT)/keel-%.o FORCE
+	$(call say,TEST,$@)
+	$(Q)NM=$(NM) scripts/tap-run $@ scripts/nm-check $<
+$(BUILD)/test/dist.tap: $(DT)/run_static FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run $@ $<
+$(BUILD)/test/liballoc.tap: $(BUILD)/compat/run_liballoc FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run $@ $<
+$(BUILD)/test/liballoc-names.tap: $(BUILD)/compat/run_liballoc FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run $@ $< names
+$(BUILD)/test/install.tap: FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run $@ scripts/install-test "$(MAKE)" $(GCC)
+
+# ---- bench ------------------------------------------------------------------
+# make bench: bench/bench.c's workloads under keel (build/libkeel.so, from the
+# drop-in section), glibc, jemalloc, mimalloc and tcmalloc-minimal, RUNS
+# interleaved rounds (default 5), into build/bench/report.md and report.png
+# (scripts/bench says how runs are checked and compared). A few minutes.
+# make bench-callgrind: instructions per operation of the single-threaded
+# workloads under each allocator, into build/bench/callgrind.md.
+# Suite bench: every workload at a tiny scale under glibc prints its line and
+# the same checksum twice (under a second).
+CFLAGS_BENCH := -std=c11 -O2 -g -pthread -Wall -Wextra -Werror
+RUNS ?= 5
+
+$(BUILD)/bench/bench: bench/bench.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_BENCH) $< -o $@
+bench: $(BUILD)/bench/bench $(BUILD)/libkeel.so
+	$(Q)scripts/deps
+	$(Q)scripts/bench --runs $(RUNS)
+bench-callgrind: $(BUILD)/bench/bench $(BUILD)/libkeel.so
+	$(Q)scripts/deps
+	$(Q)scripts/bench --callgrind
+.PHONY: bench-callgrind
+
+TAP_SUITES += bench
+$(BUILD)/test/bench.tap: $(BUILD)/bench/bench FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 120 $@ scripts/bench --tap
+
 # ---- test summary -----------------------------------------------------------
 # A suite is one TAP file, build/test/<suite>.tap, made by a rule that always
 # leaves the file (scripts/tap-run records a bad exit in it). To add a suite,
