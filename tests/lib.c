@@ -301,6 +301,15 @@ void t_source_init(struct t_source *ts, const struct keel_source *base)
 	}
 }
 
+size_t t_segment_bytes(const struct t_source *ts)
+{
+	size_t n = 0;
+	for (unsigned i = 0; i < T_SRC_MAX_MAPS; i++)
+		if (ts->live[i].p && ts->live[i].bytes >= KEEL_SEGMENT_SIZE)
+			n += ts->live[i].bytes;
+	return n;
+}
+
 /* ---- the runner ----------------------------------------------------------- */
 
 #define T_MAX_DIAGS 20 /* failed checks printed per case; the rest are counted */

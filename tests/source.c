@@ -274,17 +274,6 @@ static void trim_fresh_heap(struct t *t)
 	T_CHECK(t, t->src->maps == 0 && t->src->unmaps == 0);
 }
 
-/* Bytes the source holds in segment-sized (or larger) mappings: the
- * segments, as opposed to smaller mappings keel may take for its metadata. */
-static size_t segment_bytes(const struct t_source *ts)
-{
-	size_t n = 0;
-	for (unsigned i = 0; i < T_SRC_MAX_MAPS; i++)
-		if (ts->live[i].p && ts->live[i].bytes >= KEEL_SEGMENT_SIZE)
-			n += ts->live[i].bytes;
-	return n;
-}
-
 static void retain_bounded(struct t *t)
 {
 	/* Without a trim, empty segments held back stay within retain_bytes. */
@@ -298,10 +287,10 @@ static void retain_bounded(struct t *t)
 			p[i] = keel_malloc(&a->heap, 100000); /* ~6 MiB of medium blocks */
 			T_REQUIRE(t, p[i] != NULL);
 		}
-		T_CHECK(t, segment_bytes(&a->src) >= 6 * KEEL_SEGMENT_SIZE);
+		T_CHECK(t, t_segment_bytes(&a->src) >= 6 * KEEL_SEGMENT_SIZE);
 		for (unsigned i = 0; i < 64; i++)
 			T_CHECK(t, keel_free(&a->heap, p[i]) == 0);
-		size_t held = segment_bytes(&a->src);
+		size_t held = t_segment_bytes(&a->src);
 		if (held > keep)
 			t_diag("  retain %zu: %zu bytes of segments still held", keep, held);
 		T_CHECK(t, held <= keep);

@@ -31,6 +31,9 @@ struct t_source {
 	} live[T_SRC_MAX_MAPS];
 };
 void t_source_init(struct t_source *ts, const struct keel_source *base);
+/* Bytes held in segment-sized (or larger) mappings: segments and large
+ * blocks, as opposed to the smaller mappings keel takes for its registry. */
+size_t t_segment_bytes(const struct t_source *ts);
 
 /* One case's context: a fresh heap over a fresh counting source. */
 struct t {
