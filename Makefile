@@ -53,7 +53,7 @@ hosted_ld_asan := $(SAN)
 
 # Freestanding in every home; run_tests.c and demo.c get the home's libc flags.
 HOSTED_FREE_SRCS := $(CORE_SRCS) $(TEST_SRCS) hosted/source_linux.c hosted/seed_glue.c
-HOSTED_LIBC_SRCS := hosted/run_tests.c hosted/demo.c
+HOSTED_LIBC_SRCS := hosted/run_tests.c hosted/demo.c hosted/stress.c hosted/dropin_test.c
 
 HOSTED_OBJS := # simple, so each home's += below expands H at once
 # $(call hosted_home,NAME): the rules of build/hosted-NAME/.
@@ -123,6 +123,68 @@ $(BUILD)/test/nm-clang.tap: $(HOSTED_CORE_OBJS_clang) FORCE
 	$(Q)NM=$(NM) scripts/tap-run $@ scripts/nm-check $(HOSTED_CORE_OBJS_clang)
 
 -include $(HOSTED_OBJS:.o=.d)
+
+# ---- drop-in (Linux malloc) -------------------------------------------------
+# build/libkeel.so (LD_PRELOAD) and build/libkeel.a: the core and the Linux
+# source compiled freestanding with -fPIC and hidden visibility, so only the
+# keel_ API (KEEL_API) and hosted/dropin.c's malloc family are exported.
+# Suites: dropin (glibc semantics, threads, fork, misuse, under LD_PRELOAD),
+# stress (4 threads x 1 M operations on per-thread caches) and its
+# ThreadSanitizer build, programs (real programs with and without keel).
+DI := $(BUILD)/dropin
+DROPIN_FREE_SRCS := $(CORE_SRCS) hosted/source_linux.c
+DROPIN_OBJS := $(DROPIN_FREE_SRCS:%.c=$(DI)/%.o) $(DI)/hosted/dropin.o
+$(DROPIN_FREE_SRCS:%.c=$(DI)/%.o): $(DI)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_CORE) -fPIC -fvisibility=hidden -c $< -o $@
+$(DI)/hosted/dropin.o: hosted/dropin.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -fPIC -fvisibility=hidden -c $< -o $@
+$(BUILD)/libkeel.so: $(DROPIN_OBJS)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -shared -pthread -Wl,-z,defs -Wl,--fatal-warnings $^ -o $@
+$(BUILD)/libkeel.a: $(DROPIN_OBJS)
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+dropin: $(BUILD)/libkeel.so $(BUILD)/libkeel.a
+all: dropin
+.PHONY: dropin
+
+# The stress test on the hosted-gcc core, and again with everything under
+# ThreadSanitizer (clang, its own home: build/hosted-tsan/).
+$(HG)/stress: $(HG)/hosted/stress.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -pthread -Wl,--fatal-warnings $^ -o $@
+$(HG)/dropin_test: $(HG)/hosted/dropin_test.o
+	$(call say,LD,$@)
+	$(Q)$(GCC) -pthread -Wl,--fatal-warnings $^ -o $@
+TS := $(BUILD)/hosted-tsan
+TSAN := -fsanitize=thread
+$(TS)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CLANG) $(if $(filter alloc/% hosted/source_linux.c,$<),$(filter-out -O2,$(CFLAGS_CORE)),$(filter-out -O2,$(CFLAGS_HOSTED))) -O1 $(TSAN) -c $< -o $@
+$(TS)/stress: $(TS)/hosted/stress.o $(TS)/hosted/source_linux.o $(CORE_SRCS:%.c=$(TS)/%.o)
+	$(call say,LD,$@)
+	$(Q)$(CLANG) $(TSAN) -pthread $^ -o $@
+
+TAP_SUITES += dropin stress stress-tsan programs
+$(BUILD)/test/dropin.tap: $(HG)/dropin_test $(BUILD)/libkeel.so FORCE
+	$(call say,TEST,$@)
+	$(Q)LD_PRELOAD=$(abspath $(BUILD)/libkeel.so) scripts/tap-run -t 120 $@ $<
+$(BUILD)/test/stress.tap: $(HG)/stress FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 300 $@ $< 1000000
+$(BUILD)/test/stress-tsan.tap: $(TS)/stress FORCE
+	$(call say,TEST,$@)
+	$(Q)TSAN_OPTIONS=halt_on_error=1 scripts/tap-run -t 300 $@ $< 100000
+$(BUILD)/test/programs.tap: $(BUILD)/libkeel.so FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 400 $@ tests/programs $(abspath $(BUILD)/libkeel.so) $(BUILD)/programs
+
+-include $(DROPIN_OBJS:.o=.d) $(TS)/hosted/stress.d
 
 # ---- kernel (x86-64, multiboot2) -------------------------------------------
 # The kernel home: the core, the shared cases and kernel/ compiled with kernel
@@ -365,6 +427,9 @@ help:
 	@echo '  make run     $(RUN_HELP)'
 	@echo '  make test    install missing packages (scripts/deps), build and run every'
 	@echo '               suite ($(TAP_SUITES)), print "N passed, N failed"'
+	@echo '  make bench   time every workload under keel, glibc, jemalloc, mimalloc and'
+	@echo '               tcmalloc (RUNS=5): build/bench/report.md, report.png'
+	@echo '  make bench-callgrind  instructions per operation: build/bench/callgrind.md'
 	@echo '  make all     build everything (hosted runners, seed example, demo, ...)'
 	@echo '  make deps    install the packages the build needs, if missing'
 	@echo '  make clean   remove build/'

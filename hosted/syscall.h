@@ -10,6 +10,7 @@
 #define SYS_mmap       9
 #define SYS_mprotect   10
 #define SYS_munmap     11
+#define SYS_sched_yield 24
 #define SYS_getpid     39
 #define SYS_exit       60
 #define SYS_kill       62
