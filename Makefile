@@ -92,8 +92,7 @@ $(HG)/seed_example: $(HG)/tests/seed_example.o $(HG)/hosted/seed_glue.o \
 	$(call say,LD,$@)
 	$(Q)$(LD) --fatal-warnings -static -nostdlib -e _start $^ -o $@
 
-# `make run` until the kernel boots: the kernel section then deletes the line
-# `run: run-hosted` below and gives `run` its own recipe.
+# `make run-hosted`: the demo on Linux (`make run` boots the kernel).
 $(HG)/demo: $(HG)/hosted/demo.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
 	$(call say,LD,$@)
 	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
@@ -425,6 +424,7 @@ FORCE:
 help:
 	@echo 'keel targets:'
 	@echo '  make run     $(RUN_HELP)'
+	@echo '  make run-hosted  the hosted demo: a heap on mmap allocates, frees, prints stats'
 	@echo '  make test    install missing packages (scripts/deps), build and run every'
 	@echo '               suite ($(TAP_SUITES)), print "N passed, N failed"'
 	@echo '  make bench   time every workload under keel, glibc, jemalloc, mimalloc and'
