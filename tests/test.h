@@ -126,6 +126,7 @@ extern const struct t_case source_cases[];     /* source.c: failing source, trim
 extern const struct t_case heap_cases[];       /* heap.c: init and lock hooks */
 extern const struct t_case introspect_cases[]; /* introspect.c: stats, walk, check, strerror */
 extern const struct t_case random_cases[];     /* random.c: random ops against a shadow model */
+extern const struct t_case cache_cases[];      /* cache.c: keel_cache, the per-thread front end */
 
 /* Run every case of every suite, printing TAP through t_env_write.
  * Returns the number of failed cases. passed/failed may be NULL. */

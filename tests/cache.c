@@ -1,0 +1,282 @@
+/* tests/cache.c: keel_cache, the per-thread (per-CPU) front end: blocks go
+ * through it and back, misuse is caught even for slots sitting in a cache,
+ * and a flush leaves the heap as if the cache had never been. */
+#include "test.h"
+
+static struct keel_cache cache_a, cache_b; /* static: kernel stacks are small */
+
+static size_t live_blocks(struct keel_heap *h)
+{
+	struct keel_stats st;
+	return keel_stats(h, &st) == 0 ? st.live_blocks : (size_t)-1;
+}
+
+static void cache_init_bad_args(struct t *t)
+{
+	T_CHECK(t, keel_cache_init(NULL, t->heap) == KEEL_EINVAL);
+	static struct keel_heap never_initialised;
+	T_CHECK(t, keel_cache_init(&cache_a, &never_initialised) == KEEL_EINVAL);
+	T_CHECK(t, keel_cache_init(&cache_a, t->heap) == 0);
+}
+
+static void cache_small_round_trip(struct t *t)
+{
+	static unsigned char *p[300];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	for (unsigned i = 0; i < 300; i++) {
+		size_t size = 1 + (i * 37) % KEEL_SMALL_MAX;
+		p[i] = keel_cache_malloc(&cache_a, size);
+		T_REQUIRE(t, p[i] != NULL);
+		T_CHECK(t, T_ALIGNED(p[i], 16));
+		T_CHECK(t, keel_cache_usable_size(&cache_a, p[i]) >= size);
+		t_fill(p[i], size, i);
+	}
+	for (unsigned i = 0; i < 300; i++) {
+		T_CHECK(t, t_verify(p[i], 1 + (i * 37) % KEEL_SMALL_MAX, i));
+		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+	}
+	T_CHECK_HEAP(t, t->heap);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
+static void cache_reuses_freed_slot(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	void *p = keel_cache_malloc(&cache_a, 48);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	void *q = keel_cache_malloc(&cache_a, 48);
+	T_CHECK(t, q == p); /* last in, first out: the warm slot comes back */
+	T_CHECK(t, keel_cache_free(&cache_a, q) == 0);
+	keel_cache_flush(&cache_a);
+}
+
+static void cache_power_of_two_aligned(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	for (size_t size = 16; size <= KEEL_SMALL_MAX; size *= 2) {
+		void *p = keel_cache_malloc(&cache_a, size);
+		T_REQUIRE(t, p != NULL);
+		T_CHECK(t, T_ALIGNED(p, size));
+		T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	}
+	keel_cache_flush(&cache_a);
+}
+
+static void cache_double_free(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	unsigned char *p = keel_cache_malloc(&cache_a, 40);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	/* the slot sits in the cache: every way in knows it is free */
+	T_CHECK(t, keel_cache_free(&cache_a, p) == KEEL_EDOUBLE);
+	T_CHECK(t, keel_free(t->heap, p) == KEEL_EDOUBLE);
+	T_CHECK(t, keel_usable_size(t->heap, p) == 0);
+	T_CHECK(t, keel_cache_usable_size(&cache_a, p) == 0);
+	T_CHECK(t, keel_realloc(t->heap, p, 100) == NULL);
+	T_CHECK_HEAP(t, t->heap);
+	/* and after it went back to the heap */
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == KEEL_EDOUBLE);
+	T_CHECK(t, keel_free(t->heap, p) == KEEL_EDOUBLE);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
+static void cache_double_free_other_cache(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	void *p = keel_cache_malloc(&cache_a, 100);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	T_CHECK(t, keel_cache_free(&cache_b, p) == KEEL_EDOUBLE);
+	keel_cache_flush(&cache_a);
+	keel_cache_flush(&cache_b);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+}
+
+static void cache_bad_pointers(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	unsigned char *p = keel_cache_malloc(&cache_a, 64);
+	unsigned char *m = keel_cache_malloc(&cache_a, T_MEDIUM);
+	T_REQUIRE(t, p != NULL && m != NULL);
+	t_fill(p, 64, 1);
+	int local = 0;
+	T_CHECK(t, keel_cache_free(&cache_a, &local) == KEEL_ENOTOURS);
+	T_CHECK(t, keel_cache_free(&cache_a, t_env_foreign_pointer()) == KEEL_ENOTOURS);
+	T_CHECK(t, keel_cache_free(&cache_a, p + 16) == KEEL_EINTERIOR);
+	T_CHECK(t, keel_cache_free(&cache_a, p + 1) == KEEL_EINTERIOR);
+	T_CHECK(t, keel_cache_free(&cache_a, m + 32) == KEEL_EINTERIOR);
+	T_CHECK(t, t_verify(p, 64, 1));
+	T_CHECK_HEAP(t, t->heap);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, m) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, NULL) == 0);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+}
+
+static void cache_other_heap(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, &a->heap) == 0);
+	void *p = keel_cache_malloc(&cache_a, 32);
+	void *q = keel_cache_malloc(&cache_b, 32);
+	T_REQUIRE(t, p && q);
+	T_CHECK(t, keel_cache_free(&cache_b, p) == KEEL_ENOTOURS);
+	T_CHECK(t, keel_cache_free(&cache_a, q) == KEEL_ENOTOURS);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	T_CHECK(t, keel_cache_free(&cache_b, q) == 0);
+	keel_cache_flush(&cache_a);
+	keel_cache_flush(&cache_b);
+	T_CHECK(t, t_aux_close(t, a));
+}
+
+static void cache_medium_and_large_pass_through(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	unsigned char *m = keel_cache_malloc(&cache_a, T_MEDIUM);
+	unsigned char *l = keel_cache_malloc(&cache_a, T_LARGE);
+	T_REQUIRE(t, m != NULL && l != NULL);
+	t_fill(m, T_MEDIUM, 2);
+	t_fill(l, T_LARGE, 3);
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	T_CHECK(t, st.large_blocks == 1);
+	T_CHECK(t, t_verify(m, T_MEDIUM, 2) && t_verify(l, T_LARGE, 3));
+	T_CHECK(t, keel_cache_free(&cache_a, m) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, l) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, l) != 0);
+	T_CHECK(t, live_blocks(t->heap) == 0); /* nothing of these stays in the cache */
+	keel_cache_flush(&cache_a);
+}
+
+/* More frees than a class's stack holds: batches go back, none is lost. */
+static void cache_overflow_drains(struct t *t)
+{
+	static void *p[1000];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	for (unsigned i = 0; i < 1000; i++) {
+		p[i] = keel_cache_malloc(&cache_a, 24);
+		T_REQUIRE(t, p[i] != NULL);
+	}
+	T_CHECK(t, live_blocks(t->heap) >= 1000);
+	for (unsigned i = 0; i < 1000; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+	size_t cached = live_blocks(t->heap);
+	T_CHECK(t, cached > 0 && cached <= 64); /* a bounded stack, the rest went back */
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
+/* Blocks allocated through one cache and freed through another, as threads
+ * (or CPUs) hand them over. */
+static void cache_cross_free(struct t *t)
+{
+	static unsigned char *p[500];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	for (unsigned round = 0; round < 4; round++) {
+		struct keel_cache *from = round & 1 ? &cache_b : &cache_a;
+		struct keel_cache *to = round & 1 ? &cache_a : &cache_b;
+		for (unsigned i = 0; i < 500; i++) {
+			size_t size = 8 + (i * 13) % 700;
+			p[i] = keel_cache_malloc(from, size);
+			T_REQUIRE(t, p[i] != NULL);
+			t_fill(p[i], size, i + round);
+		}
+		for (unsigned i = 0; i < 500; i++) {
+			T_CHECK(t, t_verify(p[i], 8 + (i * 13) % 700, i + round));
+			T_CHECK(t, keel_cache_free(to, p[i]) == 0);
+		}
+	}
+	T_CHECK_HEAP(t, t->heap);
+	keel_cache_flush(&cache_a);
+	keel_cache_flush(&cache_b);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
+/* Random operations through two caches and the heap itself, checked against
+ * a shadow of what each live block holds. */
+static void cache_random(struct t *t)
+{
+	enum { SLOTS = 400 };
+	static unsigned char *p[SLOTS];
+	static size_t size[SLOTS];
+	uint64_t seed = t->seed = 0xcac4e5eedull;
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	for (unsigned i = 0; i < SLOTS; i++)
+		p[i] = NULL;
+	for (unsigned op = 0; op < 20000; op++) {
+		uint64_t r = t_rand(&seed);
+		unsigned i = (unsigned)(r % SLOTS);
+		struct keel_cache *c = (r >> 20) & 1 ? &cache_a : &cache_b;
+		if (p[i]) {
+			T_CHECK(t, t_verify(p[i], size[i], i ^ 0x5a5a));
+			int rc = (r >> 21) % 5 == 0 ? keel_free(t->heap, p[i])
+			                            : keel_cache_free(c, p[i]);
+			T_CHECK(t, rc == 0);
+			p[i] = NULL;
+		} else {
+			size[i] = (r >> 24) % 8 == 0 ? 1 + (r >> 32) % 20000
+			                             : 1 + (r >> 32) % KEEL_SMALL_MAX;
+			p[i] = keel_cache_malloc(c, size[i]);
+			T_REQUIRE(t, p[i] != NULL);
+			t_fill(p[i], size[i], i ^ 0x5a5a);
+		}
+		if (op % 4000 == 0)
+			T_CHECK_HEAP(t, t->heap);
+		if (t->failed)
+			return;
+	}
+	for (unsigned i = 0; i < SLOTS; i++)
+		if (p[i]) {
+			T_CHECK(t, t_verify(p[i], size[i], i ^ 0x5a5a));
+			T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+		}
+	keel_cache_flush(&cache_a);
+	keel_cache_flush(&cache_b);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+}
+
+/* A heap with caches keeps its registry nodes through keel_trim (caches read
+ * them without the lock); destroy still gives everything back. */
+static void cache_trim_keeps_registry(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	void *p = keel_cache_malloc(&cache_a, 100);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	keel_cache_flush(&cache_a);
+	keel_trim(t->heap);
+	T_CHECK(t, t_segment_bytes(t->src) == 0);
+	T_CHECK(t, t->src->live_bytes > 0);
+	T_CHECK(t, keel_cache_malloc(&cache_a, 100) != NULL);
+}
+
+const struct t_case cache_cases[] = {
+	T_CASE(cache_init_bad_args),
+	T_CASE(cache_small_round_trip),
+	T_CASE(cache_reuses_freed_slot),
+	T_CASE(cache_power_of_two_aligned),
+	T_CASE(cache_double_free),
+	T_CASE(cache_double_free_other_cache),
+	T_CASE(cache_bad_pointers),
+	T_CASE(cache_other_heap),
+	T_CASE(cache_medium_and_large_pass_through),
+	T_CASE(cache_overflow_drains),
+	T_CASE(cache_cross_free),
+	T_CASE(cache_random),
+	T_CASE(cache_trim_keeps_registry),
+	{ 0 },
+};
