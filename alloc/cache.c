@@ -116,7 +116,8 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 	 * read of them is stable; anything else goes to the locked path. */
 	struct kl_where w = kl_seg_find(h, p);
 	struct kl_seg *s = w.seg;
-	if (w.err || s->kind == KL_SEG_LARGE || (p & (KL_GRAN - 1)) || p < s->arena || p >= s->arena_end)
+	if (w.err || s->kind == KL_SEG_LARGE || (p & (KL_GRAN - 1)) || p < s->arena ||
+	    p >= s->arena_end)
 		return keel_free((struct keel_heap *)(void *)h, ptr);
 	struct kl_run *r = kl_run_of(s, p);
 	if (!kl_small_is_live(h, s, r, p))

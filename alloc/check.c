@@ -230,17 +230,21 @@ static int check_lists(struct checker *c)
 	size_t blocks = 0, bytes = 0;
 	for (unsigned fl = 0; fl < KL_FL_COUNT; fl++) {
 		if (!!(h->fl_bitmap & (1u << fl)) != !!h->sl_bitmap[fl])
-			return fail(c, "B4 first-level bit <=> some second-level bit", &h->sl_bitmap[fl]);
+			return fail(c, "B4 first-level bit <=> some second-level bit",
+			            &h->sl_bitmap[fl]);
 		for (unsigned sl = 0; sl < KL_SL_COUNT; sl++) {
 			struct kl_blk *b = h->heads[fl][sl];
 			if (!!(h->sl_bitmap[fl] & (1u << sl)) != !!b)
-				return fail(c, "B4 second-level bit <=> list not empty", &h->heads[fl][sl]);
+				return fail(c, "B4 second-level bit <=> list not empty",
+				            &h->heads[fl][sl]);
 			struct kl_blk *prev = NULL;
 			for (; b; prev = b, b = b->next_free) {
 				struct kl_where w = kl_seg_find(h, (uintptr_t)b);
-				if (!w.seg || w.seg->kind == KL_SEG_LARGE || (uintptr_t)b < w.seg->arena ||
-				    (uintptr_t)b >= w.seg->arena_end)
-					return fail(c, "B4 listed block lies in an arena of this heap", b);
+				if (!w.seg || w.seg->kind == KL_SEG_LARGE ||
+				    (uintptr_t)b < w.seg->arena || (uintptr_t)b >= w.seg->arena_end)
+					return fail(c,
+					            "B4 listed block lies in an arena of this heap",
+					            b);
 				if (!(b->head & KL_B_FREE) || w.seg->is_empty)
 					return fail(c, "B4 listed block is free and not parked", b);
 				unsigned f, s;
@@ -268,7 +272,8 @@ static int check_run_lists(struct checker *c)
 		struct kl_run *prev = NULL;
 		for (struct kl_run *r = h->cls[i].partial; r; prev = r, r = r->next) {
 			if (r->where != KL_RUN_PARTIAL || r->cls != i + 1 || r->prev != prev)
-				return fail(c, "R4 partial list holds partial runs of its class", r);
+				return fail(c, "R4 partial list holds partial runs of its class",
+				            r);
 			if (++partial > c->t.runs_partial)
 				return fail(c, "R4 partial lists hold no run twice", r);
 		}
@@ -336,7 +341,8 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 {
 	struct keel_block kb;
 	uintptr_t sentinel = s->arena_end - KL_BLK_HDR;
-	for (struct kl_blk *b = (struct kl_blk *)s->arena; (uintptr_t)b < sentinel; b = kl_blk_next(b)) {
+	for (struct kl_blk *b = (struct kl_blk *)s->arena; (uintptr_t)b < sentinel;
+	     b = kl_blk_next(b)) {
 		uintptr_t u = (uintptr_t)kl_user_of(b);
 		int rc;
 		if (b->head & KL_B_RUN) {
@@ -362,7 +368,8 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 	return 0;
 }
 
-int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg), void *arg)
+int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
+              void *arg)
 {
 	struct kl_heap *h = kl_heap_of(heap);
 	if (!h || h->magic != KL_HEAP_MAGIC || !visit)
@@ -371,7 +378,8 @@ int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, v
 	int rc = 0;
 	for (struct kl_seg *s = h->segs; s && !rc; s = s->next) {
 		if (s->kind == KL_SEG_LARGE) {
-			struct keel_block kb = { (void *)s->base, kl_large_usable(s), 0, KEEL_KIND_LARGE };
+			struct keel_block kb = { (void *)s->base, kl_large_usable(s), 0,
+				                 KEEL_KIND_LARGE };
 			rc = visit(&kb, arg);
 		} else {
 			rc = walk_arena(h, s, visit, arg);

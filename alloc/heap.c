@@ -285,7 +285,9 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 	if (align == KL_GRAN && size > KL_SMALL_MAX && size <= KL_PAGE && !(size & (size - 1)))
 		align = size;
 	void *p;
-	int c = size <= KL_SMALL_MAX && align <= KL_SMALL_MAX ? kl_small_class_aligned(h, size, align) : -1;
+	int c = size <= KL_SMALL_MAX && align <= KL_SMALL_MAX
+	                ? kl_small_class_aligned(h, size, align)
+	                : -1;
 	if (c >= 0) {
 		/* A slot from a run; failing that a medium block from free memory
 		 * already held (a small region has no room for a whole run); only
@@ -441,8 +443,9 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 	 * block that still fits and would not waste half its pages. */
 	int in_place = 0;
 	if (bi.kind == KEEL_KIND_SMALL) {
-		in_place = size <= bi.usable &&
-		           (size > bi.usable / 2 || kl_small_class(size) == (unsigned)(bi.run->cls - 1));
+		in_place =
+		        size <= bi.usable && (size > bi.usable / 2 ||
+		                              kl_small_class(size) == (unsigned)(bi.run->cls - 1));
 	} else if (bi.kind == KEEL_KIND_MEDIUM) {
 		if (kl_medium_resize(h, &op, bi.seg, (uintptr_t)p, size) == 0) {
 			struct kl_blk *b = kl_blk_of(p);
@@ -491,8 +494,9 @@ int keel_stats(struct keel_heap *heap, struct keel_stats *out)
 	if (h->parked && h->parked->bytes > out->largest_free)
 		out->largest_free = h->parked->arena_end - h->parked->arena - KL_BLK_HDR;
 	size_t mfree = h->medium_free_bytes + h->empty_bytes;
-	out->fragmentation_pct =
-	        mfree && out->largest_free < mfree ? (unsigned)(100 - out->largest_free * 100 / mfree) : 0;
+	out->fragmentation_pct = mfree && out->largest_free < mfree
+	                                 ? (unsigned)(100 - out->largest_free * 100 / mfree)
+	                                 : 0;
 	out->live_blocks = h->live_blocks;
 	out->alloc_count = h->alloc_count;
 	out->free_count = h->free_count;
@@ -528,14 +532,22 @@ size_t keel_trim(struct keel_heap *heap)
 const char *keel_strerror(int err)
 {
 	switch (err) {
-	case 0: return "success";
-	case KEEL_ENOTOURS: return "pointer not owned by this heap";
-	case KEEL_EINTERIOR: return "pointer inside a block, not at its start";
-	case KEEL_EDOUBLE: return "double free";
-	case KEEL_ECORRUPT: return "heap metadata corrupted";
-	case KEEL_EINVAL: return "invalid argument";
-	case KEEL_ENOMEM: return "out of memory";
-	default: return "unknown error";
+	case 0:
+		return "success";
+	case KEEL_ENOTOURS:
+		return "pointer not owned by this heap";
+	case KEEL_EINTERIOR:
+		return "pointer inside a block, not at its start";
+	case KEEL_EDOUBLE:
+		return "double free";
+	case KEEL_ECORRUPT:
+		return "heap metadata corrupted";
+	case KEEL_EINVAL:
+		return "invalid argument";
+	case KEEL_ENOMEM:
+		return "out of memory";
+	default:
+		return "unknown error";
 	}
 }
 

@@ -31,8 +31,8 @@
 #define KL_ASSERT_SLOW(x) ((void)0)
 #endif
 
-#define KL_HIDDEN __attribute__((visibility("hidden")))
-#define KL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KL_HIDDEN      __attribute__((visibility("hidden")))
+#define KL_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define KL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* ---- geometry -------------------------------------------------------------
@@ -46,22 +46,22 @@
  *        16 KiB keeps a 1 KiB class at 16 slots and a run's slot index in 16
  *        bits, and a mostly-empty heap holds little memory per class. */
 #define KL_GRAN_SHIFT 4
-#define KL_GRAN ((size_t)1 << KL_GRAN_SHIFT)
-#define KL_SEG_SHIFT 20
-#define KL_SEG ((size_t)1 << KL_SEG_SHIFT)
-#define KL_RUN_SHIFT 14
-#define KL_RUN ((size_t)1 << KL_RUN_SHIFT)
-#define KL_PAGE ((size_t)KEEL_PAGE_SIZE)
+#define KL_GRAN       ((size_t)1 << KL_GRAN_SHIFT)
+#define KL_SEG_SHIFT  20
+#define KL_SEG        ((size_t)1 << KL_SEG_SHIFT)
+#define KL_RUN_SHIFT  14
+#define KL_RUN        ((size_t)1 << KL_RUN_SHIFT)
+#define KL_PAGE       ((size_t)KEEL_PAGE_SIZE)
 /* With a source, requests above this get a mapping of their own: a quarter of
  * a segment bounds the waste a medium block can strand in one. */
-#define KL_MEDIUM_MAX (KL_SEG / 4)
-#define KL_NCLASSES KEEL_NCLASSES
-#define KL_SMALL_MAX ((size_t)KEEL_SMALL_MAX)
+#define KL_MEDIUM_MAX  (KL_SEG / 4)
+#define KL_NCLASSES    KEEL_NCLASSES
+#define KL_SMALL_MAX   ((size_t)KEEL_SMALL_MAX)
 #define KL_MAX_REQUEST ((size_t)1 << 46) /* larger requests fail at once */
 _Static_assert(KEEL_SEGMENT_SIZE == KL_SEG, "keel.h and internal.h agree on segments");
 _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
 
-#define kl_align_up(x, a) (((x) + ((a)-1)) & ~((uintptr_t)(a)-1))
+#define kl_align_up(x, a)   (((x) + ((a)-1)) & ~((uintptr_t)(a)-1))
 #define kl_align_down(x, a) ((x) & ~((uintptr_t)(a)-1))
 
 /* ---- medium blocks (TLSF) -------------------------------------------------
@@ -86,19 +86,19 @@ struct kl_blk {
 	struct kl_blk *next_free; /* only while FREE */
 	struct kl_blk *prev_free;
 };
-#define KL_BLK_HDR ((size_t)16)
-#define KL_MIN_BLOCK ((size_t)32)
-#define KL_B_FREE ((size_t)1)
-#define KL_B_PREV_FREE ((size_t)2)
-#define KL_B_RUN ((size_t)4) /* the block holds a small-object run */
-#define KL_B_SIZE_MASK ((((size_t)1 << 48) - 1) & ~(size_t)15)
+#define KL_BLK_HDR       ((size_t)16)
+#define KL_MIN_BLOCK     ((size_t)32)
+#define KL_B_FREE        ((size_t)1)
+#define KL_B_PREV_FREE   ((size_t)2)
+#define KL_B_RUN         ((size_t)4) /* the block holds a small-object run */
+#define KL_B_SIZE_MASK   ((((size_t)1 << 48) - 1) & ~(size_t)15)
 #define KL_B_ALIGN_SHIFT 48 /* 6 bits: log2 of the asked alignment */
 #define KL_B_SLACK_SHIFT 56 /* 8 bits: usable - asked, capped at 255 */
 
-#define KL_FL_SHIFT 8 /* block sizes below 256 share first level 0 */
-#define KL_SL_SHIFT 4
-#define KL_SL_COUNT (1u << KL_SL_SHIFT)
-#define KL_FL_COUNT 31 /* block sizes below 2^38 */
+#define KL_FL_SHIFT  8 /* block sizes below 256 share first level 0 */
+#define KL_SL_SHIFT  4
+#define KL_SL_COUNT  (1u << KL_SL_SHIFT)
+#define KL_FL_COUNT  31 /* block sizes below 2^38 */
 #define KL_ARENA_MAX (((size_t)1 << (KL_FL_COUNT + KL_FL_SHIFT - 1)) - 16)
 
 /* ---- runs -------------------------------------------------------------------
@@ -115,17 +115,17 @@ struct kl_blk {
  *       nfree == nslots (empty) runs sit in the heap's empty-run cache
  * check_run() in check.c tests R1-R4 and reports the label that failed. */
 struct kl_run {
-	void *free;                  /* free list of slots: first word links */
-	struct kl_run *next, *prev;  /* partial list of the class, or empty cache */
-	struct kl_seg *seg;          /* the segment whose side table holds it */
+	void *free;                 /* free list of slots: first word links */
+	struct kl_run *next, *prev; /* partial list of the class, or empty cache */
+	struct kl_seg *seg;         /* the segment whose side table holds it */
 	uint16_t nfree, nslots, bump;
-	uint8_t cls;  /* class index + 1; 0: this chunk starts no run */
+	uint8_t cls;   /* class index + 1; 0: this chunk starts no run */
 	uint8_t where; /* KL_RUN_* list it is on */
 };
 _Static_assert(sizeof(struct kl_run) == 40, "run header is 40 bytes");
-#define KL_RUN_FULL 0
+#define KL_RUN_FULL    0
 #define KL_RUN_PARTIAL 1
-#define KL_RUN_EMPTY 2
+#define KL_RUN_EMPTY   2
 
 /* ---- segments --------------------------------------------------------------
  * An arena segment (from the source, or a caller's region):
@@ -145,10 +145,10 @@ struct kl_seg {
 	size_t bytes;               /* mapping or region length */
 	uint8_t kind;               /* KL_SEG_* */
 	uint8_t is_empty;
-	uint8_t align_shift;        /* large: log2 of the asked alignment */
+	uint8_t align_shift; /* large: log2 of the asked alignment */
 	uint8_t pad_;
 	uint32_t nchunks;
-	struct kl_seg *park_next;   /* empty arenas kept for reuse (S4) */
+	struct kl_seg *park_next; /* empty arenas kept for reuse (S4) */
 	/* arena */
 	uintptr_t cbase;            /* base rounded down to RUN: chunk 0 */
 	struct kl_run *runs;        /* side table, one entry per chunk */
@@ -157,11 +157,11 @@ struct kl_seg {
 	/* large */
 	size_t requested;
 };
-#define KL_SEG_MAGIC ((uintptr_t)0x6b65656c5345474dull)
-#define KL_SEG_ARENA 1
+#define KL_SEG_MAGIC  ((uintptr_t)0x6b65656c5345474dull)
+#define KL_SEG_ARENA  1
 #define KL_SEG_REGION 2
-#define KL_SEG_LARGE 3
-#define KL_LARGE_HDR ((size_t)128)
+#define KL_SEG_LARGE  3
+#define KL_LARGE_HDR  ((size_t)128)
 _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tail slot");
 
 /* ---- registry --------------------------------------------------------------
@@ -170,10 +170,10 @@ _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tai
  * pointer, with KL_REG_CONT set for the chunks after a large block's first,
  * or KL_REG_TOMB for the first chunk of a large block freed since (so a
  * second free of it reports a double free, not a stranger). */
-#define KL_REG_BITS (48 - KL_SEG_SHIFT)
-#define KL_REG_ROOT_BITS 8
-#define KL_REG_NODE_BITS 10
-#define KL_REG_NODE ((size_t)1 << KL_REG_NODE_BITS)
+#define KL_REG_BITS       (48 - KL_SEG_SHIFT)
+#define KL_REG_ROOT_BITS  8
+#define KL_REG_NODE_BITS  10
+#define KL_REG_NODE       ((size_t)1 << KL_REG_NODE_BITS)
 #define KL_REG_NODE_BYTES (KL_REG_NODE * sizeof(uintptr_t))
 _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry covers 48 bits");
 #define KL_REG_CONT ((uintptr_t)1)
@@ -202,7 +202,7 @@ struct kl_cache {
 };
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");
 
-#define KL_HEAP_MAGIC ((uintptr_t)0x6b65656c48454150ull)
+#define KL_HEAP_MAGIC     ((uintptr_t)0x6b65656c48454150ull)
 #define KL_EMPTY_RUNS_MAX 4 /* empty runs cached across classes before going back */
 
 struct kl_heap {
@@ -211,10 +211,10 @@ struct kl_heap {
 	struct keel_source source; /* copied when config has one */
 	struct keel_lock lock;
 	int has_source;
-	int spin; /* the built-in lock, through __atomic builtins only */
-	uintptr_t secret;    /* marks slots sitting in caches (K1) */
-	int has_caches;      /* keel_trim keeps registry nodes once set */
-	struct kl_seg *segs; /* every arena, region and large segment */
+	int spin;              /* the built-in lock, through __atomic builtins only */
+	uintptr_t secret;      /* marks slots sitting in caches (K1) */
+	int has_caches;        /* keel_trim keeps registry nodes once set */
+	struct kl_seg *segs;   /* every arena, region and large segment */
 	struct kl_seg *parked; /* empty arenas kept for reuse, empty_bytes in all */
 	struct kl_seg *regions[KEEL_MAX_REGIONS];
 	unsigned nregions;
@@ -240,7 +240,10 @@ struct kl_heap {
 };
 _Static_assert(sizeof(struct kl_heap) <= KEEL_HEAP_BYTES, "heap fits keel_heap storage");
 
-static inline struct kl_heap *kl_heap_of(struct keel_heap *h) { return (struct kl_heap *)(void *)h; }
+static inline struct kl_heap *kl_heap_of(struct keel_heap *h)
+{
+	return (struct kl_heap *)(void *)h;
+}
 
 static inline unsigned kl_fls(size_t x) /* index of the highest set bit; x != 0 */
 {
@@ -277,10 +280,22 @@ static inline void kl_bit_clear(struct kl_seg *s, uintptr_t p)
 	__atomic_store_n(&s->bits[i >> 6], w & ~((uint64_t)1 << (i & 63)), __ATOMIC_RELAXED);
 }
 
-static inline struct kl_blk *kl_blk_of(void *user) { return (struct kl_blk *)(void *)((char *)user - KL_BLK_HDR); }
-static inline void *kl_user_of(struct kl_blk *b) { return (char *)b + KL_BLK_HDR; }
-static inline size_t kl_blk_size(const struct kl_blk *b) { return b->head & KL_B_SIZE_MASK; }
-static inline struct kl_blk *kl_blk_next(struct kl_blk *b) { return (struct kl_blk *)(void *)((char *)b + kl_blk_size(b)); }
+static inline struct kl_blk *kl_blk_of(void *user)
+{
+	return (struct kl_blk *)(void *)((char *)user - KL_BLK_HDR);
+}
+static inline void *kl_user_of(struct kl_blk *b)
+{
+	return (char *)b + KL_BLK_HDR;
+}
+static inline size_t kl_blk_size(const struct kl_blk *b)
+{
+	return b->head & KL_B_SIZE_MASK;
+}
+static inline struct kl_blk *kl_blk_next(struct kl_blk *b)
+{
+	return (struct kl_blk *)(void *)((char *)b + kl_blk_size(b));
+}
 
 /* One call into the heap: the lock token, and unmaps deferred until the lock
  * is dropped (the source is never called for an unmap with the lock held). */

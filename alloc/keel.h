@@ -34,12 +34,12 @@ extern "C" {
  *    Different heaps share nothing.
  *  - Time: "bounded" means independent of the heap's size and history; the
  *    page source's own time is extra and only where a comment says so. */
-#define KEEL_ENOTOURS  (-1) /* pointer lies in no segment or region of this heap */
-#define KEEL_EINTERIOR (-2) /* inside the heap but not the start of a block (interior or misaligned) */
-#define KEEL_EDOUBLE   (-3) /* the block is already free */
-#define KEEL_ECORRUPT  (-4) /* heap metadata failed a consistency check */
-#define KEEL_EINVAL    (-5) /* bad argument (alignment, region, config) */
-#define KEEL_ENOMEM    (-6) /* the page source refused, or a region table is full */
+#define KEEL_ENOTOURS (-1) /* pointer lies in no segment or region of this heap */
+#define KEEL_EINTERIOR (-2) /* ours, but not the start of a block (interior or misaligned) */
+#define KEEL_EDOUBLE  (-3) /* the block is already free */
+#define KEEL_ECORRUPT (-4) /* heap metadata failed a consistency check */
+#define KEEL_EINVAL   (-5) /* bad argument (alignment, region, config) */
+#define KEEL_ENOMEM   (-6) /* the page source refused, or a region table is full */
 
 /* Sizes the allocator is built around (see alloc/internal.h for the why). */
 #define KEEL_PAGE_SIZE    4096u
@@ -175,22 +175,22 @@ KEEL_API size_t keel_usable_size(struct keel_heap *heap, const void *p);
 
 /* Statistics, all kept as counters on the way: reading them walks nothing. */
 struct keel_stats {
-	size_t requested_bytes;  /* bytes asked for by live blocks (small blocks count
-	                            their class size: a slot does not record the ask) */
-	size_t in_use_bytes;     /* usable bytes of live blocks */
+	size_t requested_bytes; /* bytes asked for by live blocks (small blocks count
+	                           their class size: a slot does not record the ask) */
+	size_t in_use_bytes;    /* usable bytes of live blocks */
 	size_t peak_in_use_bytes;
-	size_t source_bytes;     /* bytes currently held from the page source */
+	size_t source_bytes; /* bytes currently held from the page source */
 	size_t peak_source_bytes;
-	size_t region_bytes;     /* bytes of caller-given regions */
-	size_t free_bytes;       /* bytes in free medium blocks and free small slots */
-	size_t largest_free;     /* largest free medium block (lower bound within 1/16) */
+	size_t region_bytes;        /* bytes of caller-given regions */
+	size_t free_bytes;          /* bytes in free medium blocks and free small slots */
+	size_t largest_free;        /* largest free medium block (lower bound within 1/16) */
 	unsigned fragmentation_pct; /* 100 * (1 - largest_free / medium free bytes) */
 	size_t live_blocks;
 	size_t alloc_count, free_count; /* since init */
 	size_t failed_allocs;
 	size_t source_maps, source_unmaps, source_failures;
-	size_t segments;         /* page-source segments and regions held */
-	size_t large_blocks;     /* live blocks mapped on their own */
+	size_t segments;                   /* page-source segments and regions held */
+	size_t large_blocks;               /* live blocks mapped on their own */
 	size_t class_count[KEEL_NCLASSES]; /* live blocks per size class */
 	size_t class_size[KEEL_NCLASSES];  /* the size of each class */
 };
@@ -202,7 +202,7 @@ KEEL_API int keel_stats(struct keel_heap *heap, struct keel_stats *out);
 
 /* Where keel_check found a broken invariant. */
 struct keel_fault {
-	const char *what; /* the invariant's label and a short text, e.g. "R2 slot bit vs list" */
+	const char *what;  /* the invariant's label and a short text, e.g. "R2 slot bit vs list" */
 	const void *where; /* the address involved */
 };
 
@@ -215,10 +215,10 @@ KEEL_API int keel_check(struct keel_heap *heap, struct keel_fault *fault);
 
 /* One block, as keel_walk reports it. */
 struct keel_block {
-	void *p;       /* start of the usable bytes */
-	size_t size;   /* usable bytes */
+	void *p;     /* start of the usable bytes */
+	size_t size; /* usable bytes */
 	int is_free;
-	int kind;      /* KEEL_KIND_* */
+	int kind; /* KEEL_KIND_* */
 };
 #define KEEL_KIND_SMALL  1
 #define KEEL_KIND_MEDIUM 2
@@ -231,7 +231,7 @@ struct keel_block {
  * KEEL_EINVAL for a heap not initialised or a NULL visit.
  * O(heap size), other threads waiting. Thread-safe. */
 KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
-              void *arg);
+                       void *arg);
 
 /* Give free memory back to the source: empty segments, including the retained
  * ones, and empty runs. Returns the number of bytes returned (0 if none, or

@@ -175,7 +175,8 @@ static void medium_set_ask(struct kl_blk *b, size_t size, size_t align)
 void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int grow)
 {
 	size_t bsize = medium_block_size(size);
-	struct kl_blk *b = grow ? kl_fit_alloc_grow(h, op, bsize, align) : kl_fit_take(h, bsize, align);
+	struct kl_blk *b =
+	        grow ? kl_fit_alloc_grow(h, op, bsize, align) : kl_fit_take(h, bsize, align);
 	if (!b)
 		return NULL;
 	struct kl_where w = kl_seg_find(h, (uintptr_t)kl_user_of(b));
@@ -203,7 +204,8 @@ static int medium_classify(const struct kl_seg *s, uintptr_t p)
 		if (size < KL_MIN_BLOCK || size > sentinel - b)
 			return KEEL_ECORRUPT;
 		if (p < b + size)
-			return (blk->head & KL_B_FREE) && p >= b + KL_BLK_HDR ? KEEL_EDOUBLE : KEEL_EINTERIOR;
+			return (blk->head & KL_B_FREE) && p >= b + KL_BLK_HDR ? KEEL_EDOUBLE
+			                                                      : KEEL_EINTERIOR;
 		b += size;
 	}
 	return KEEL_EINTERIOR;
@@ -236,7 +238,8 @@ void kl_medium_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintp
 
 /* Resize the live block at p in place to hold size bytes: shrink by cutting
  * off the tail, grow into a free neighbour. Returns 0, or -1 if it must move. */
-int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p, size_t size)
+int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t p,
+                     size_t size)
 {
 	struct kl_blk *b = kl_blk_of((void *)p);
 	size_t need = medium_block_size(size), cur = kl_blk_size(b);

@@ -72,7 +72,8 @@ static int reg_prepare(struct kl_heap *h, struct kl_op *op, uintptr_t p)
  * (nodes made on the way stay for later and go back in keel_trim).
  * Making a node drops the lock, and a keel_trim meanwhile may take back a
  * node that indexes nothing yet: so check them all again, lock held. */
-static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t base, size_t bytes)
+static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t base,
+                   size_t bytes)
 {
 	uintptr_t a;
 	do {

@@ -194,7 +194,8 @@ static void run_release(struct kl_heap *h, struct kl_op *op, struct kl_run *r)
 	kl_fit_give(h, op, r->seg, b);
 }
 
-void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_run *r, uintptr_t p)
+void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_run *r,
+                   uintptr_t p)
 {
 	struct kl_class *c = &h->cls[r->cls - 1];
 	kl_bit_clear(s, p);

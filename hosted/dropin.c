@@ -18,7 +18,7 @@
 #include "syscall.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define TLS __thread __attribute__((tls_model("initial-exec")))
+#define TLS    __thread __attribute__((tls_model("initial-exec")))
 
 static struct keel_heap heap;
 static int opt_warn, opt_stats;

@@ -176,7 +176,8 @@ static void fork_in_threads(void)
 			_exit(0);
 		}
 		int st;
-		ok &= pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		ok &= pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+		      WEXITSTATUS(st) == 0;
 	}
 	stop = 1;
 	for (int i = 0; i < 3; i++)
@@ -252,8 +253,8 @@ static const struct {
 	const char *name;
 	void (*fn)(void);
 } faults[] = {
-	{ "double_free", double_free },   { "double_free_medium", double_free_medium },
-	{ "stack_free", stack_free },     { "interior_free", interior_free },
+	{ "double_free", double_free }, { "double_free_medium", double_free_medium },
+	{ "stack_free", stack_free },   { "interior_free", interior_free },
 	{ "plain_exit", plain_exit },
 };
 
@@ -263,7 +264,8 @@ static void misuse(void)
 	struct {
 		const char *fault, *want, *name;
 	} cases[] = {
-		{ "double_free", "double free", "double free of a small block aborts with one line" },
+		{ "double_free", "double free",
+		  "double free of a small block aborts with one line" },
 		{ "double_free_medium", "double free", "double free of a medium block aborts" },
 		{ "stack_free", "not owned", "free of a stack address aborts" },
 		{ "interior_free", "inside a block", "free of an interior pointer aborts" },
@@ -271,7 +273,8 @@ static void misuse(void)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		int st = child(cases[i].fault, "abort", err, sizeof err);
 		check(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && strstr(err, cases[i].want) &&
-		              strstr(err, "keel: free(0x") && strchr(err, '\n') == strrchr(err, '\n'),
+		              strstr(err, "keel: free(0x") &&
+		              strchr(err, '\n') == strrchr(err, '\n'),
 		      cases[i].name);
 	}
 	int st = child("double_free", "warn", err, sizeof err);

@@ -14,7 +14,7 @@
 #include "source_linux.h"
 
 #define THREADS 4
-#define LIVE 2048    /* blocks each thread keeps at once */
+#define LIVE    2048 /* blocks each thread keeps at once */
 #define MAILBOX 4096 /* blocks in flight to one thread */
 
 static struct keel_heap heap;
@@ -209,7 +209,7 @@ int main(int argc, char **argv)
 	do {                                                                                       \
 		int ok_ = (cond);                                                                  \
 		failed += !ok_;                                                                    \
-		printf("%s %d - %s\n", ok_ ? "ok" : "not ok", ++n, name);                         \
+		printf("%s %d - %s\n", ok_ ? "ok" : "not ok", ++n, name);                          \
 	} while (0)
 	printf("# %d threads x %ld ops: %ld allocs, %ld frees, %ld crossed threads, %ld failed\n",
 	       THREADS, ops, allocs, frees, crossed, fails);
@@ -225,6 +225,7 @@ int main(int argc, char **argv)
 	keel_stats(&heap, &st);
 	printf("# live %zu, peak source %zu KiB, maps %zu, unmaps %zu\n", st.live_blocks,
 	       st.peak_source_bytes >> 10, st.source_maps, st.source_unmaps);
-	CHECK(st.live_blocks == 0 && st.in_use_bytes == 0, "nothing live once every cache is flushed");
+	CHECK(st.live_blocks == 0 && st.in_use_bytes == 0,
+	      "nothing live once every cache is flushed");
 	return failed ? 1 : 0;
 }
