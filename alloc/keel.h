@@ -34,12 +34,12 @@ extern "C" {
  *    Different heaps share nothing.
  *  - Time: "bounded" means independent of the heap's size and history; the
  *    page source's own time is extra and only where a comment says so. */
-#define KEEL_ENOTOURS (-1) /* pointer lies in no segment or region of this heap */
+#define KEEL_ENOTOURS  (-1) /* pointer lies in no segment or region of this heap */
 #define KEEL_EINTERIOR (-2) /* ours, but not the start of a block (interior or misaligned) */
-#define KEEL_EDOUBLE  (-3) /* the block is already free */
-#define KEEL_ECORRUPT (-4) /* heap metadata failed a consistency check */
-#define KEEL_EINVAL   (-5) /* bad argument (alignment, region, config) */
-#define KEEL_ENOMEM   (-6) /* the page source refused, or a region table is full */
+#define KEEL_EDOUBLE   (-3) /* the block is already free */
+#define KEEL_ECORRUPT  (-4) /* heap metadata failed a consistency check */
+#define KEEL_EINVAL    (-5) /* bad argument (alignment, region, config) */
+#define KEEL_ENOMEM    (-6) /* the page source refused, or a region table is full */
 
 /* Sizes the allocator is built around (see alloc/internal.h for the why). */
 #define KEEL_PAGE_SIZE    4096u
