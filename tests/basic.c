@@ -156,6 +156,9 @@ static void malloc_segment_size(struct t *t)
 	}
 	take_around(t, KEEL_SEGMENT_SIZE / 2);
 	release_all(t);
+	take_around(t, KEEL_SEGMENT_SIZE / 4);
+	take_around(t, KEEL_SEGMENT_SIZE / 8);
+	release_all(t);
 }
 
 static void malloc_large_sizes(struct t *t)

@@ -13,8 +13,8 @@ static unsigned char *live_block(struct t *t, struct keel_heap *h, size_t size, 
 	return p;
 }
 
-/* After a refused free: the heap is clean, p is live and intact, and one
- * free of p succeeds. */
+/* After a refused free: the heap is clean, p is live and intact, and p can
+ * be freed exactly once. */
 static void still_live_then_free(struct t *t, struct keel_heap *h, unsigned char *p, size_t size,
                                  uint64_t tag)
 {
@@ -22,6 +22,7 @@ static void still_live_then_free(struct t *t, struct keel_heap *h, unsigned char
 	T_CHECK(t, keel_usable_size(h, p) >= size);
 	T_CHECK(t, t_verify(p, size, tag));
 	T_CHECK(t, keel_free(h, p) == 0);
+	T_CHECK(t, keel_free(h, p) != 0); /* exactly once */
 	T_CHECK_HEAP(t, h);
 }
 
