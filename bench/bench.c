@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <x86intrin.h>
 
@@ -606,11 +607,21 @@ __attribute__((noinline)) static void wl_aligned(struct run *run)
 /* ---- worst-case latency ---------------------------------------------------------------- */
 
 /* 50k live blocks of mixed sizes up to 16 KiB, all touched, then one warm-up pass of
- * replacements; then every malloc and free of NSAMPLES replacements is timed alone with
- * rdtsc (fenced, so the operation sits between the two reads). The cost of the read
- * itself is in every sample: compare allocators, not absolute figures. */
+ * replacements; then every free and malloc of 1M replacements is timed alone with rdtsc
+ * (fenced, so the operation sits between the two reads). The cost of the read itself is
+ * in every sample: compare allocators, not absolute figures. A replacement during which
+ * the thread was preempted (its involuntary context switch count moved) says more about
+ * the machine's load than about the allocator: it is counted (preempted=) and left out.
+ * Blocking inside the allocator is a voluntary switch and stays in. */
 static uint32_t *lat_malloc, *lat_free;
-static size_t lat_n;
+static size_t lat_n, lat_preempted;
+
+static long involuntary_switches(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return ru.ru_nivcsw;
+}
 
 static inline uint64_t tsc_begin(void)
 {
@@ -644,7 +655,6 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 	lat_free = xmalloc(nsamples * sizeof *lat_free);
 	memset(lat_malloc, 0, nsamples * sizeof *lat_malloc);
 	memset(lat_free, 0, nsamples * sizeof *lat_free);
-	lat_n = nsamples;
 	uint64_t h = 0;
 	for (size_t i = 0; i < NSLOTS; i++) {
 		size[i] = (uint32_t)mixed_size(&r, 16 * KIB);
@@ -661,6 +671,8 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 			die("malloc");
 		fill(slot[i], size[i], s);
 	}
+	size_t kept = 0;
+	long switches = involuntary_switches();
 	double t0 = now();
 	for (size_t s = 0; s < nsamples; s++) {
 		size_t i = rng_below(&r, NSLOTS);
@@ -674,13 +686,20 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 		uint64_t c = tsc_end();
 		if (!p)
 			die("malloc");
-		lat_free[s] = clamp32(b - a);
-		lat_malloc[s] = clamp32(c - b);
+		long sw = involuntary_switches();
+		if (sw == switches) {
+			lat_free[kept] = clamp32(b - a);
+			lat_malloc[kept] = clamp32(c - b);
+			kept++;
+		}
+		switches = sw;
 		slot[i] = p;
 		size[i] = (uint32_t)n;
 		fill(p, n, s);
 	}
 	run->secs = now() - t0;
+	lat_n = kept;
+	lat_preempted = nsamples - kept;
 	for (size_t i = 0; i < NSLOTS; i++) {
 		h = mix(h, digest(slot[i], size[i]));
 		free(slot[i]);
@@ -700,7 +719,8 @@ static int cmp_u32(const void *a, const void *b)
 /* percentiles of both sample arrays, after the timed part */
 static void latency_report(struct run *run)
 {
-	size_t len = strlen(run->extra);
+	size_t len = (size_t)snprintf(run->extra, sizeof run->extra, " preempted=%zu",
+				      lat_preempted);
 	struct {
 		const char *name;
 		uint32_t *v;
@@ -708,6 +728,8 @@ static void latency_report(struct run *run)
 	for (int k = 0; k < 2; k++) {
 		uint32_t *v = op[k].v;
 		size_t n = lat_n;
+		if (n == 0) /* preempted throughout: report zeros rather than read nothing */
+			v[n++] = 0;
 		qsort(v, n, sizeof *v, cmp_u32);
 		len += (size_t)snprintf(run->extra + len, sizeof run->extra - len,
 					" %s_min=%u %s_p50=%u %s_p99=%u %s_p999=%u %s_max=%u",
