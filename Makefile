@@ -229,7 +229,7 @@ $(BUILD)/keel.iso: $(BUILD)/kernel/keel.elf boot/grub.cfg
 	$(call say,ISO,$@)
 	$(Q)cp $(BUILD)/kernel/keel.elf $(BUILD)/iso/boot/keel.elf
 	$(Q)cp boot/grub.cfg $(BUILD)/iso/boot/grub/grub.cfg
-	$(Q)$(GRUB_MKRESCUE) --install-modules="multiboot2 normal test smbios" --locales= \
+	$(Q)$(GRUB_MKRESCUE) --install-modules="multiboot2 normal test smbios regexp" --locales= \
 		--fonts= --themes= -o $@ $(BUILD)/iso 2>$(BUILD)/iso.log || \
 		{ cat $(BUILD)/iso.log >&2; exit 1; }
 iso: $(BUILD)/keel.iso
@@ -250,7 +250,7 @@ run: $(BUILD)/keel.iso
 RUN_HELP := boot the kernel in QEMU and open its monitor on this terminal (halt or Ctrl-A X quits)
 
 # Suites: the kernel's cases at three memory sizes, the monitor driven through
-# the serial port (tests/qemu all boots them two at a time), and the clang
+# the serial port (tests/qemu all boots the four at once), and the clang
 # build of the kernel. One boot alone: tests/qemu kernel 32M build/keel.iso OUT.tap
 TAP_SUITES += $(KERNEL_MEMS:%=kernel-%) monitor kernel-clang
 KERNEL_TAPS := $(KERNEL_MEMS:%=$(BUILD)/test/kernel-%.tap) $(BUILD)/test/monitor.tap

@@ -75,7 +75,7 @@ struct boot_info {
 extern struct boot_info boot_info;
 void mb2_parse(uint64_t info_pa);
 const char *mb2_type_name(uint32_t type);
-const char *cmdline_get(const char *key); /* value after "key=" (until a space), or NULL */
+const char *cmdline_get(const char *key); /* value after the last "key=" (to a space), or NULL */
 
 /* frame.c: one bit per 4 KiB frame of usable RAM. */
 void frame_init(void);

@@ -122,13 +122,15 @@ const char *mb2_type_name(uint32_t type)
 const char *cmdline_get(const char *key)
 {
 	size_t n = kstrlen(key);
+	const char *value = NULL;
+	/* the last key=value wins: what QEMU appends overrides grub.cfg's */
 	for (const char *p = boot_info.cmdline; *p;) {
 		while (*p == ' ')
 			p++;
 		if (!kstrncmp(p, key, n) && p[n] == '=')
-			return p + n + 1;
+			value = p + n + 1;
 		while (*p && *p != ' ')
 			p++;
 	}
-	return NULL;
+	return value;
 }
