@@ -8,6 +8,7 @@ struct tally {
 	size_t live, in_use, requested, medium_free, medium_free_blocks, small_free;
 	size_t class_live[KL_NCLASSES];
 	size_t runs_partial, runs_empty, empty_bytes, source_bytes, region_bytes, nlarge, nsegs;
+	size_t nlarge_cached, large_cached_bytes;
 };
 
 struct checker {
@@ -136,12 +137,12 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 				return fail(c, "B5 live medium block has its bit set", b);
 			if (!bits_clear(s, u + KL_GRAN, (uintptr_t)b + size))
 				return fail(c, "B5 no stray bits inside a medium block", b);
-			if ((u & (((size_t)1 << ((b->head >> KL_B_ALIGN_SHIFT) & 63)) - 1)))
+			if (u & (kl_blk_align(b) - 1))
 				return fail(c, "B0 block keeps the alignment it was asked", b);
 			size_t usable = size - KL_BLK_HDR;
 			c->t.live++;
 			c->t.in_use += usable;
-			c->t.requested += usable - (b->head >> KL_B_SLACK_SHIFT);
+			c->t.requested += usable - kl_blk_slack(b);
 		}
 		prev_free = !!(b->head & KL_B_FREE);
 		prev_size = size;
@@ -184,10 +185,15 @@ static int check_segments(struct checker *c)
 		int err = 0;
 		switch (s->kind) {
 		case KL_SEG_LARGE:
-			c->t.nlarge++;
-			c->t.live++;
-			c->t.in_use += kl_large_usable(s);
-			c->t.requested += s->requested;
+			if (s->is_empty) {
+				c->t.nlarge_cached++;
+				c->t.large_cached_bytes += s->bytes;
+			} else {
+				c->t.nlarge++;
+				c->t.live++;
+				c->t.in_use += kl_large_usable(s);
+				c->t.requested += s->requested;
+			}
 			c->t.source_bytes += s->bytes;
 			if ((uintptr_t)s != s->base + s->bytes - KL_LARGE_HDR)
 				return fail(c, "S1 large header at its mapping's tail", s);
@@ -218,8 +224,15 @@ static int check_segments(struct checker *c)
 	c->t.nsegs = n;
 	size_t parked = 0;
 	for (struct kl_seg *s = h->parked; s; s = s->park_next)
-		if (!s->is_empty || ++parked > n)
+		if (!s->is_empty || s->kind != KL_SEG_ARENA || ++parked > n)
 			return fail(c, "S4 parked list holds empty arenas only", s);
+	size_t cached = 0;
+	for (struct kl_seg *s = h->large_cache; s; s = s->park_next)
+		if (!s->is_empty || s->kind != KL_SEG_LARGE || ++cached > n)
+			return fail(c, "S5 large cache holds freed large blocks only", s);
+	if (cached != c->t.nlarge_cached || cached != h->nlarge_cached ||
+	    c->t.large_cached_bytes != h->large_cached_bytes)
+		return fail(c, "S5 every cached large block is listed and counted", NULL);
 	return 0;
 }
 

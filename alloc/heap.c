@@ -70,7 +70,7 @@ void kl_op_begin(struct kl_heap *h, struct kl_op *op)
 	op->token = heap_lock(h);
 }
 
-static void op_flush(struct kl_heap *h, struct kl_op *op)
+static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
 {
 	size_t failures = 0;
 	for (unsigned i = 0; i < op->nunmap; i++)
@@ -88,18 +88,25 @@ void kl_op_end(struct kl_heap *h, struct kl_op *op)
 {
 	heap_unlock(h, op->token);
 	if (op->nunmap)
-		op_flush(h, op);
+		op_unmap_all(h, op);
+}
+
+/* Do the queued unmaps now, dropping the lock meanwhile. */
+void kl_op_flush(struct kl_heap *h, struct kl_op *op)
+{
+	if (!op->nunmap)
+		return;
+	heap_unlock(h, op->token);
+	op_unmap_all(h, op);
+	op->token = heap_lock(h);
 }
 
 /* Queue an unmap for when the lock is dropped; the caller has already taken
  * the range out of every structure and off source_bytes. */
 void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes)
 {
-	if (op->nunmap == KL_OP_UNMAPS) {
-		heap_unlock(h, op->token);
-		op_flush(h, op);
-		op->token = heap_lock(h);
-	}
+	if (op->nunmap == KL_OP_UNMAPS)
+		kl_op_flush(h, op);
 	op->unmap[op->nunmap].p = p;
 	op->unmap[op->nunmap].bytes = bytes;
 	op->nunmap++;
@@ -229,6 +236,8 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 	if (s->kind == KL_SEG_LARGE) {
 		if (p != s->base)
 			return KEEL_EINTERIOR;
+		if (s->is_empty)
+			return KEEL_EDOUBLE; /* S5: freed and cached */
 		bi->kind = KEEL_KIND_LARGE;
 		bi->usable = kl_large_usable(s);
 		bi->requested = s->requested;
@@ -257,8 +266,8 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 	struct kl_blk *b = kl_blk_of((void *)p);
 	bi->kind = KEEL_KIND_MEDIUM;
 	bi->usable = kl_medium_usable(b);
-	bi->requested = bi->usable - (b->head >> KL_B_SLACK_SHIFT);
-	bi->align = (size_t)1 << ((b->head >> KL_B_ALIGN_SHIFT) & 63);
+	bi->requested = bi->usable - kl_blk_slack(b);
+	bi->align = kl_blk_align(b);
 	return 0;
 }
 
@@ -302,12 +311,11 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		return p;
 	}
 	if (h->has_source && size + align > KL_MEDIUM_MAX) {
-		p = kl_large_alloc(h, op, size, align);
+		p = kl_large_alloc(h, op, size, align, fresh);
 		if (!p)
 			goto fail;
 		struct kl_seg *s = kl_seg_find(h, (uintptr_t)p).seg;
 		kl_count_alloc(h, kl_large_usable(s), size);
-		*fresh = h->source.zeroed;
 		return p;
 	}
 	p = kl_medium_alloc(h, op, size, align, 1);
@@ -315,7 +323,7 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		goto fail;
 medium:;
 	struct kl_blk *b = kl_blk_of(p);
-	kl_count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - (b->head >> KL_B_SLACK_SHIFT));
+	kl_count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - kl_blk_slack(b));
 	return p;
 fail:
 	h->failed++;
@@ -451,8 +459,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 			struct kl_blk *b = kl_blk_of(p);
 			size_t usable = kl_medium_usable(b);
 			h->in_use_bytes = h->in_use_bytes - bi.usable + usable;
-			h->requested_bytes = h->requested_bytes - bi.requested + usable -
-			                     (b->head >> KL_B_SLACK_SHIFT);
+			h->requested_bytes = h->requested_bytes - bi.requested + usable - kl_blk_slack(b);
 			if (h->in_use_bytes > h->peak_in_use)
 				h->peak_in_use = h->in_use_bytes;
 			in_place = 1;
@@ -489,7 +496,7 @@ int keel_stats(struct keel_heap *heap, struct keel_stats *out)
 	out->peak_source_bytes = h->peak_source;
 	out->region_bytes = h->region_bytes;
 	out->free_bytes = h->medium_free_bytes + h->small_free_bytes + h->nempty_runs * KL_RUN +
-	                  h->empty_bytes;
+	                  h->empty_bytes + h->large_cached_bytes;
 	out->largest_free = kl_medium_largest(h);
 	if (h->parked && h->parked->bytes > out->largest_free)
 		out->largest_free = h->parked->arena_end - h->parked->arena - KL_BLK_HDR;

@@ -69,8 +69,9 @@ _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
  *            16-byte header  ^ user pointer, 16-aligned
  * head packs the block's size (header included, a multiple of 16) with flags
  * in the low bits, and in the top bits the log2 of the alignment the block
- * was asked for (kept across realloc) and the bytes asked for below usable
- * (the slack, for keel_stats). A free block keeps its free-list links in its
+ * was asked for (kept across realloc) and how many usable bytes lie beyond
+ * the bytes asked for (the slack, for keel_stats; sizes are rounded to their
+ * free list's granule, so it stays below KL_MEDIUM_MAX / 16). A free block keeps its free-list links in its
  * payload. Each arena ends in a sentinel header of size 0 marked used.
  *   B1  size >= KL_MIN_BLOCK, a multiple of 16; the next header is at
  *       (char *)b + size, and the last one is the arena's sentinel
@@ -91,9 +92,11 @@ struct kl_blk {
 #define KL_B_FREE        ((size_t)1)
 #define KL_B_PREV_FREE   ((size_t)2)
 #define KL_B_RUN         ((size_t)4) /* the block holds a small-object run */
-#define KL_B_SIZE_MASK   ((((size_t)1 << 48) - 1) & ~(size_t)15)
-#define KL_B_ALIGN_SHIFT 48 /* 6 bits: log2 of the asked alignment */
-#define KL_B_SLACK_SHIFT 56 /* 8 bits: usable - asked, capped at 255 */
+#define KL_B_SIZE_MASK   ((((size_t)1 << 40) - 1) & ~(size_t)15)
+#define KL_B_ALIGN_SHIFT 40 /* 6 bits: log2 of the asked alignment */
+#define KL_B_ALIGN_MASK  ((size_t)63 << KL_B_ALIGN_SHIFT)
+#define KL_B_SLACK_SHIFT 46 /* 18 bits: usable - asked, capped below 256 KiB */
+#define KL_B_SLACK_MAX   (((size_t)1 << 18) - 1)
 
 #define KL_FL_SHIFT  8 /* block sizes below 256 share first level 0 */
 #define KL_SL_SHIFT  4
@@ -136,7 +139,10 @@ _Static_assert(sizeof(struct kl_run) == 40, "run header is 40 bytes");
  *   S2  every registry entry over [base, base+bytes) names seg (the first as
  *       a start, the rest as continuations); regions are in heap->regions
  *   S3  an arena's blocks tile [arena, sentinel] exactly (B1)
- *   S4  is_empty  <=>  the arena is one free block, counted in empty_bytes */
+ *   S4  an arena: is_empty  <=>  it is one free block, parked, counted in
+ *       empty_bytes
+ *   S5  a large block: is_empty  <=>  it is free and in the large cache,
+ *       counted in large_cached_bytes (still registered, still listed) */
 struct kl_seg {
 	uintptr_t magic;
 	struct kl_heap *heap;
@@ -148,7 +154,7 @@ struct kl_seg {
 	uint8_t align_shift; /* large: log2 of the asked alignment */
 	uint8_t pad_;
 	uint32_t nchunks;
-	struct kl_seg *park_next; /* empty arenas kept for reuse (S4) */
+	struct kl_seg *park_next; /* parked arenas (S4), cached large blocks (S5) */
 	/* arena */
 	uintptr_t cbase;            /* base rounded down to RUN: chunk 0 */
 	struct kl_run *runs;        /* side table, one entry per chunk */
@@ -162,6 +168,8 @@ struct kl_seg {
 #define KL_SEG_REGION 2
 #define KL_SEG_LARGE  3
 #define KL_LARGE_HDR  ((size_t)128)
+#define KL_LARGE_CACHE_MAX   16                   /* freed large blocks kept (S5) */
+#define KL_LARGE_CACHE_BYTES ((size_t)32 << 20) /* and their bytes at most */
 _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tail slot");
 
 /* ---- registry --------------------------------------------------------------
@@ -216,6 +224,8 @@ struct kl_heap {
 	int has_caches;        /* keel_trim keeps registry nodes once set */
 	struct kl_seg *segs;   /* every arena, region and large segment */
 	struct kl_seg *parked; /* empty arenas kept for reuse, empty_bytes in all */
+	struct kl_seg *large_cache; /* freed large blocks kept for reuse, newest first */
+	size_t nlarge_cached, large_cached_bytes;
 	struct kl_seg *regions[KEEL_MAX_REGIONS];
 	unsigned nregions;
 	size_t retain_bytes, empty_bytes;
@@ -288,6 +298,14 @@ static inline void *kl_user_of(struct kl_blk *b)
 {
 	return (char *)b + KL_BLK_HDR;
 }
+static inline size_t kl_blk_slack(const struct kl_blk *b)
+{
+	return b->head >> KL_B_SLACK_SHIFT;
+}
+static inline size_t kl_blk_align(const struct kl_blk *b)
+{
+	return (size_t)1 << ((b->head & KL_B_ALIGN_MASK) >> KL_B_ALIGN_SHIFT);
+}
 static inline size_t kl_blk_size(const struct kl_blk *b)
 {
 	return b->head & KL_B_SIZE_MASK;
@@ -331,6 +349,7 @@ KL_HIDDEN uintptr_t kl_lock(struct kl_heap *h);
 KL_HIDDEN void kl_unlock(struct kl_heap *h, uintptr_t token);
 KL_HIDDEN void kl_op_begin(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_op_end(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_op_flush(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes);
 KL_HIDDEN void *kl_op_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align);
 KL_HIDDEN struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size,
@@ -347,7 +366,8 @@ KL_HIDDEN int kl_seg_grow(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len);
-KL_HIDDEN void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align);
+KL_HIDDEN void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
+                               int *fresh);
 KL_HIDDEN void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN size_t kl_large_usable(const struct kl_seg *s);
 KL_HIDDEN void kl_seg_trim(struct kl_heap *h, struct kl_op *op);

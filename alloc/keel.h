@@ -161,8 +161,10 @@ KEEL_API void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t s
  * returns 0. Otherwise returns 0, or leaves the heap unchanged and returns
  * KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE or KEEL_ECORRUPT.
  * O(1); calls the page source only when a segment becomes empty beyond the
- * retained amount, or for a large block. Thread-safe (a concurrent double free
- * is still reported once). */
+ * retained amount, or when a large block does not fit the large-block cache
+ * (up to 16 freed large blocks and 32 MiB are kept for reuse, as free bytes,
+ * until keel_trim). Thread-safe (a concurrent double free is still reported
+ * once). */
 KEEL_API int keel_free(struct keel_heap *heap, void *p);
 
 /* Usable bytes of the live block p (at least the size asked for), or 0 if p is
@@ -234,7 +236,7 @@ KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_bl
                        void *arg);
 
 /* Give free memory back to the source: empty segments, including the retained
- * ones, and empty runs. Returns the number of bytes returned (0 if none, or
+ * ones, cached large blocks, and empty runs. Returns the number of bytes returned (0 if none, or
  * the heap is not initialised). O(segments) plus the unmaps. Thread-safe. */
 KEEL_API size_t keel_trim(struct keel_heap *heap);
 

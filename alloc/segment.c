@@ -216,6 +216,37 @@ int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len)
 	return 0;
 }
 
+static void large_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
+
+/* Give back every parked arena and every cached large block, now: a source
+ * that refused a mapping may grant it once these are returned. Returns
+ * whether there was anything to give. */
+static int seg_release_caches(struct kl_heap *h, struct kl_op *op)
+{
+	int any = h->parked || h->large_cache;
+	while (h->parked) {
+		struct kl_seg *s = h->parked;
+		h->parked = s->park_next;
+		h->empty_bytes -= s->bytes;
+		kl_seg_release(h, op, s);
+	}
+	while (h->large_cache)
+		large_release(h, op, h->large_cache);
+	if (any)
+		kl_op_flush(h, op);
+	return any;
+}
+
+/* Map from the source; if it refuses, give back what is kept for reuse and
+ * ask once more. */
+static void *seg_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align)
+{
+	void *m = kl_op_map(h, op, bytes, align);
+	if (!m && seg_release_caches(h, op))
+		m = kl_op_map(h, op, bytes, align);
+	return m;
+}
+
 /* Make room for another medium block: a parked empty arena if there is one,
  * else a new segment from the source. Returns 0 or -1. */
 int kl_seg_grow(struct kl_heap *h, struct kl_op *op)
@@ -233,7 +264,7 @@ int kl_seg_grow(struct kl_heap *h, struct kl_op *op)
 	}
 	if (!h->has_source)
 		return -1;
-	void *m = kl_op_map(h, op, KL_SEG, KL_SEG);
+	void *m = seg_map(h, op, KL_SEG, KL_SEG);
 	if (!m)
 		return -1;
 	s = (struct kl_seg *)m;
@@ -278,36 +309,71 @@ void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 	}
 }
 
-/* A block of its own for size bytes: a mapping aligned to at least a segment
- * (so no two mappings share a registry entry), the header in its last bytes.
- *   [user block ...................... | kl_seg] */
-void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align)
+/* A freed large block is kept (S5) while the cache holds at most
+ * KL_LARGE_CACHE_MAX blocks and KL_LARGE_CACHE_BYTES: its pages are already
+ * mapped and touched, so a program that frees and allocates big buffers in
+ * turn does not pay a mapping and a page fault per page each time. The
+ * smallest cached block that fits is taken, however much bigger: its pages
+ * are resident whether it sits in the cache or holds a smaller block. */
+static struct kl_seg *large_from_cache(struct kl_heap *h, size_t bytes, size_t align)
+{
+	struct kl_seg **best = NULL;
+	for (struct kl_seg **pp = &h->large_cache; *pp; pp = &(*pp)->park_next) {
+		struct kl_seg *s = *pp;
+		if (s->bytes >= bytes && !(s->base & (align - 1)) &&
+		    (!best || s->bytes < (*best)->bytes))
+			best = pp;
+	}
+	if (!best)
+		return NULL;
+	struct kl_seg *s = *best;
+	*best = s->park_next;
+	s->park_next = NULL;
+	s->is_empty = 0;
+	h->nlarge_cached--;
+	h->large_cached_bytes -= s->bytes;
+	return s;
+}
+
+/* A block of its own for size bytes: a cached one that fits, or a mapping
+ * aligned to at least a segment (so no two mappings share a registry
+ * entry), the header in its last bytes.
+ *   [user block ...................... | kl_seg]
+ * *fresh says whether the block came straight from the source. */
+void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int *fresh)
 {
 	size_t bytes = kl_align_up(size + KL_LARGE_HDR, KL_PAGE);
 	if (bytes < size)
 		return NULL;
-	void *m = kl_op_map(h, op, bytes, align > KL_SEG ? align : KL_SEG);
-	if (!m)
-		return NULL;
-	struct kl_seg *s = (struct kl_seg *)(void *)((char *)m + bytes - KL_LARGE_HDR);
-	if (!h->source.zeroed)
-		kl_memset(s, 0, sizeof(*s));
-	s->magic = KL_SEG_MAGIC ^ (uintptr_t)s;
-	s->heap = h;
-	s->base = (uintptr_t)m;
-	s->bytes = bytes;
-	s->kind = KL_SEG_LARGE;
+	size_t map_align = align > KL_SEG ? align : KL_SEG;
+	struct kl_seg *s = large_from_cache(h, bytes, map_align);
+	if (s) {
+		*fresh = 0;
+	} else {
+		void *m = seg_map(h, op, bytes, map_align);
+		if (!m)
+			return NULL;
+		s = (struct kl_seg *)(void *)((char *)m + bytes - KL_LARGE_HDR);
+		if (!h->source.zeroed)
+			kl_memset(s, 0, sizeof(*s));
+		s->magic = KL_SEG_MAGIC ^ (uintptr_t)s;
+		s->heap = h;
+		s->base = (uintptr_t)m;
+		s->bytes = bytes;
+		s->kind = KL_SEG_LARGE;
+		if (reg_add(h, op, s, (uintptr_t)m, bytes) != 0) {
+			h->source_bytes -= bytes;
+			s->magic = 0;
+			kl_op_unmap(h, op, m, bytes);
+			return NULL;
+		}
+		seg_link(h, s);
+		*fresh = h->source.zeroed;
+	}
 	s->align_shift = (uint8_t)kl_fls(align);
 	s->requested = size;
-	if (reg_add(h, op, s, (uintptr_t)m, bytes) != 0) {
-		h->source_bytes -= bytes;
-		s->magic = 0;
-		kl_op_unmap(h, op, m, bytes);
-		return NULL;
-	}
-	seg_link(h, s);
 	h->nlarge++;
-	return m;
+	return (void *)s->base;
 }
 
 size_t kl_large_usable(const struct kl_seg *s)
@@ -315,16 +381,46 @@ size_t kl_large_usable(const struct kl_seg *s)
 	return s->bytes - KL_LARGE_HDR;
 }
 
-void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
+/* Unregister a large block, leaving a tombstone where it started, and hand
+ * its mapping to op. */
+static void large_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 {
+	if (s->is_empty) {
+		struct kl_seg **pp = &h->large_cache;
+		while (*pp != s)
+			pp = &(*pp)->park_next;
+		*pp = s->park_next;
+		h->nlarge_cached--;
+		h->large_cached_bytes -= s->bytes;
+	}
 	void *base = (void *)s->base;
 	size_t bytes = s->bytes;
 	reg_remove(h, s->base, bytes, KL_REG_TOMB);
 	seg_unlink(h, s);
 	s->magic = 0;
-	h->nlarge--;
 	h->source_bytes -= bytes;
 	kl_op_unmap(h, op, base, bytes);
+}
+
+void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
+{
+	h->nlarge--;
+	if (s->bytes > KL_LARGE_CACHE_BYTES / 2) {
+		large_release(h, op, s);
+		return;
+	}
+	s->is_empty = 1;
+	s->park_next = h->large_cache;
+	h->large_cache = s;
+	h->nlarge_cached++;
+	h->large_cached_bytes += s->bytes;
+	/* over the limits: the oldest go back (the list is newest first) */
+	while (h->nlarge_cached > KL_LARGE_CACHE_MAX || h->large_cached_bytes > KL_LARGE_CACHE_BYTES) {
+		struct kl_seg *old = h->large_cache;
+		while (old->park_next)
+			old = old->park_next;
+		large_release(h, op, old);
+	}
 }
 
 static int reg_leaf_live(const uintptr_t *leaf)
@@ -335,7 +431,8 @@ static int reg_leaf_live(const uintptr_t *leaf)
 	return 0;
 }
 
-/* Give back parked arenas, then registry nodes that name no live segment. */
+/* Give back parked arenas and cached large blocks, then registry nodes
+ * that name no live segment. */
 void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 {
 	while (h->parked) {
@@ -344,6 +441,8 @@ void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 		h->empty_bytes -= s->bytes;
 		kl_seg_release(h, op, s);
 	}
+	while (h->large_cache)
+		large_release(h, op, h->large_cache);
 	if (h->has_caches)
 		return; /* keel_cache_free reads the registry without the lock */
 	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {

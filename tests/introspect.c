@@ -134,6 +134,10 @@ static void stats_large_and_source(struct t *t)
 	T_CHECK(t, keel_free(t->heap, b) == 0);
 	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
 	T_CHECK(t, st.large_blocks == 0);
+	/* freed large blocks are kept for reuse until keel_trim */
+	T_CHECK(t, st.free_bytes >= T_LARGE + 3 * KEEL_SEGMENT_SIZE);
+	T_CHECK(t, keel_trim(t->heap) >= T_LARGE + 3 * KEEL_SEGMENT_SIZE);
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
 	T_CHECK(t, st.source_unmaps == t->src->unmaps && st.source_unmaps >= 2);
 	T_CHECK(t, st.peak_source_bytes == peak_src);
 	T_CHECK(t, st.source_bytes == t->src->live_bytes);
