@@ -239,14 +239,17 @@ all: iso
 
 # make run: the monitor on this terminal (quit with `halt`, or Ctrl-A X).
 # Without a terminal on stdin, stdin is the monitor's input and Ctrl-D (sent
-# after it) halts: `echo stats | make run`. QEMU exits 33 on halt.
-QEMU_RUN := $(QEMU) -M pc -accel tcg -m 128M -display none -no-reboot \
-            -device isa-debug-exit,iobase=0xf4,iosize=0x04 -cdrom $(BUILD)/keel.iso \
-            -smbios type=11,value=keel.mode=monitor
+# after it) halts: `echo stats | make run`. QEMU exits 33 on halt, 0 on
+# Ctrl-A X (accepted only from a terminal: otherwise 0 is a triple fault).
+# MEM=1G picks the RAM size (default 128M).
+MEM ?= 128M
+QEMU_RUN = $(QEMU) -M pc -accel tcg -m $(MEM) -display none -no-reboot \
+           -device isa-debug-exit,iobase=0xf4,iosize=0x04 -cdrom $(BUILD)/keel.iso \
+           -smbios type=11,value=keel.mode=monitor
 run: $(BUILD)/keel.iso
-	$(Q)if [ -t 0 ]; then $(QEMU_RUN) -serial mon:stdio; else \
-		{ cat; printf '\004'; } | timeout 600 $(QEMU_RUN) -serial stdio; fi; \
-		rc=$$?; [ $$rc -eq 33 ] || { echo "make run: QEMU exit status $$rc" >&2; exit 1; }
+	$(Q)if [ -t 0 ]; then $(QEMU_RUN) -serial mon:stdio; rc=$$?; [ $$rc -eq 0 ] && rc=33; \
+	else { cat; printf '\004'; } | timeout 600 $(QEMU_RUN) -serial stdio; rc=$$?; fi; \
+		[ $$rc -eq 33 ] || { echo "make run: QEMU exit status $$rc" >&2; exit 1; }
 RUN_HELP := boot the kernel in QEMU and open its monitor on this terminal (halt or Ctrl-A X quits)
 
 # Suites: the kernel's cases at three memory sizes, the monitor driven through
