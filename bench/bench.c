@@ -1,8 +1,9 @@
 /* bench/bench.c: the workloads of `make bench`, one program, named by its first argument.
  * Each workload uses only the standard malloc API, so any allocator can be preloaded under
- * it, and prints one line of key=value pairs: workload ops secs ops_per_sec peak_rss_kb
- * checksum (plus extras). The checksum mixes data written into the blocks and read back
- * before they are freed: every correct allocator gives the same one, a broken one cannot.
+ * it, and prints one line of key=value pairs: workload ops secs cpu_secs ops_per_sec
+ * peak_rss_kb checksum (plus extras). The checksum mixes data written into the blocks and
+ * read back before they are freed: every correct allocator gives the same one, a broken
+ * one cannot.
  *   bench WORKLOAD [SCALE]   SCALE multiplies the operation count (default 1; 0.001 = smoke)
  *   bench --list             the workload names, one a line
  */
@@ -26,7 +27,7 @@
 struct run {
 	uint64_t ops;
 	uint64_t checksum;
-	double secs; /* set by a workload that times only part of itself; else main times it */
+	double secs, cpu; /* set by a workload that times only part of itself, else by main */
 	char extra[512];
 };
 
@@ -54,6 +55,15 @@ static void die(const char *what)
 
 /* VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve, so a child
  * of a big parent (the harness) would report the parent's peak */
+/* user + system CPU seconds of the whole process, all threads */
+static double cpu_secs(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 static long peak_rss_kb(void)
 {
 	char line[256];
@@ -215,7 +225,9 @@ static void churn_run(struct churn *c)
 /* small objects, 8-256 B, 200k live (about 26 MiB) */
 __attribute__((noinline)) static void wl_churn(struct run *run)
 {
-	struct churn c = { .nslots = 200000, .nsteps = scaled(3000000), .lo = 8, .hi = 257, .seed = 1 };
+	struct churn c = {
+		.nslots = 200000, .nsteps = scaled(3000000), .lo = 8, .hi = 257, .seed = 1
+	};
 	churn_run(&c);
 	run->ops = c.ops;
 	run->checksum = c.checksum;
@@ -368,8 +380,11 @@ static void threads_run(struct run *run, int nthreads)
 	pthread_t tid[8];
 	struct churn c[8];
 	for (int t = 0; t < nthreads; t++) {
-		c[t] = (struct churn){ .nslots = 20000, .nsteps = scaled(6000000) / nthreads,
-				       .lo = 8, .hi = 257, .seed = 10 + t };
+		c[t] = (struct churn){ .nslots = 20000,
+			               .nsteps = scaled(6000000) / nthreads,
+			               .lo = 8,
+			               .hi = 257,
+			               .seed = 10 + t };
 		if (pthread_create(&tid[t], NULL, churn_thread, &c[t]))
 			die("pthread_create");
 	}
@@ -556,8 +571,8 @@ __attribute__((noinline)) static void wl_frag(struct run *run)
 	run->ops = ops;
 	run->checksum = h;
 	long rss = peak_rss_kb();
-	snprintf(run->extra, sizeof run->extra, " peak_live_kb=%zu rss_over_live=%.3f",
-		 peak / KIB, (double)rss / (double)(peak / KIB));
+	snprintf(run->extra, sizeof run->extra, " peak_live_kb=%zu rss_over_live=%.3f", peak / KIB,
+	         (double)rss / (double)(peak / KIB));
 }
 
 /* ---- aligned allocation ---------------------------------------------------------------- */
@@ -673,7 +688,7 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 	}
 	size_t kept = 0;
 	long switches = involuntary_switches();
-	double t0 = now();
+	double t0 = now(), c0 = cpu_secs();
 	for (size_t s = 0; s < nsamples; s++) {
 		size_t i = rng_below(&r, NSLOTS);
 		h = mix(h, digest(slot[i], size[i]));
@@ -698,6 +713,7 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 		fill(p, n, s);
 	}
 	run->secs = now() - t0;
+	run->cpu = cpu_secs() - c0;
 	lat_n = kept;
 	lat_preempted = nsamples - kept;
 	for (size_t i = 0; i < NSLOTS; i++) {
@@ -719,8 +735,8 @@ static int cmp_u32(const void *a, const void *b)
 /* percentiles of both sample arrays, after the timed part */
 static void latency_report(struct run *run)
 {
-	size_t len = (size_t)snprintf(run->extra, sizeof run->extra, " preempted=%zu",
-				      lat_preempted);
+	size_t len =
+	        (size_t)snprintf(run->extra, sizeof run->extra, " preempted=%zu", lat_preempted);
 	struct {
 		const char *name;
 		uint32_t *v;
@@ -732,10 +748,10 @@ static void latency_report(struct run *run)
 			v[n++] = 0;
 		qsort(v, n, sizeof *v, cmp_u32);
 		len += (size_t)snprintf(run->extra + len, sizeof run->extra - len,
-					" %s_min=%u %s_p50=%u %s_p99=%u %s_p999=%u %s_max=%u",
-					op[k].name, v[0], op[k].name, v[n / 2], op[k].name,
-					v[n * 99 / 100], op[k].name, v[n * 999 / 1000], op[k].name,
-					v[n - 1]);
+		                        " %s_min=%u %s_p50=%u %s_p99=%u %s_p999=%u %s_max=%u",
+		                        op[k].name, v[0], op[k].name, v[n / 2], op[k].name,
+		                        v[n * 99 / 100], op[k].name, v[n * 999 / 1000], op[k].name,
+		                        v[n - 1]);
 	}
 	free(lat_malloc);
 	free(lat_free);
@@ -749,11 +765,11 @@ static const struct workload {
 	void (*report)(struct run *); /* after timing and the RSS reading */
 	int threads;                  /* > 1: left out of callgrind counts */
 } workloads[] = {
-	{ "churn", wl_churn, NULL, 1 },     { "mixed", wl_mixed, NULL, 1 },
-	{ "realloc", wl_realloc, NULL, 1 }, { "threads2", wl_threads2, NULL, 2 },
+	{ "churn", wl_churn, NULL, 1 },       { "mixed", wl_mixed, NULL, 1 },
+	{ "realloc", wl_realloc, NULL, 1 },   { "threads2", wl_threads2, NULL, 2 },
 	{ "threads4", wl_threads4, NULL, 4 }, { "prodcons", wl_prodcons, NULL, 2 },
-	{ "large", wl_large, NULL, 1 },     { "frag", wl_frag, NULL, 1 },
-	{ "aligned", wl_aligned, NULL, 1 }, { "latency", wl_latency, latency_report, 1 },
+	{ "large", wl_large, NULL, 1 },       { "frag", wl_frag, NULL, 1 },
+	{ "aligned", wl_aligned, NULL, 1 },   { "latency", wl_latency, latency_report, 1 },
 };
 
 int main(int argc, char **argv)
@@ -773,16 +789,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct run run = { 0 };
-	double t0 = now();
+	double t0 = now(), c0 = cpu_secs();
 	w->run(&run);
-	double secs = now() - t0;
-	if (run.secs > 0)
+	double secs = now() - t0, cpu = cpu_secs() - c0;
+	if (run.secs > 0) {
 		secs = run.secs;
+		cpu = run.cpu;
+	}
 	long rss = peak_rss_kb();
 	if (w->report)
 		w->report(&run);
-	printf("workload=%s ops=%llu secs=%.6f ops_per_sec=%.0f peak_rss_kb=%ld checksum=%016llx%s\n",
-	       w->name, (unsigned long long)run.ops, secs, (double)run.ops / secs, rss,
+	printf("workload=%s ops=%llu secs=%.6f cpu_secs=%.6f ops_per_sec=%.0f peak_rss_kb=%ld "
+	       "checksum=%016llx%s\n",
+	       w->name, (unsigned long long)run.ops, secs, cpu, (double)run.ops / secs, rss,
 	       (unsigned long long)run.checksum, run.extra);
 	return 0;
 }
