@@ -253,10 +253,12 @@ run: $(BUILD)/keel.iso
 RUN_HELP := boot the kernel in QEMU and open its monitor on this terminal (halt or Ctrl-A X quits)
 
 # Suites: the kernel's cases at three memory sizes, the monitor driven through
-# the serial port (tests/qemu all boots the four at once), and the clang
-# build of the kernel. One boot alone: tests/qemu kernel 32M build/keel.iso OUT.tap
-TAP_SUITES += $(KERNEL_MEMS:%=kernel-%) monitor kernel-clang
-KERNEL_TAPS := $(KERNEL_MEMS:%=$(BUILD)/test/kernel-%.tap) $(BUILD)/test/monitor.tap
+# the serial port, tests/qemu's check that broken boots count as failed
+# (tests/qemu all boots them all at once), and the clang build of the kernel.
+# One boot alone: tests/qemu kernel 32M build/keel.iso OUT.tap
+TAP_SUITES += $(KERNEL_MEMS:%=kernel-%) monitor qemu-selfcheck kernel-clang
+KERNEL_TAPS := $(KERNEL_MEMS:%=$(BUILD)/test/kernel-%.tap) $(BUILD)/test/monitor.tap \
+               $(BUILD)/test/qemu-selfcheck.tap
 $(KERNEL_TAPS) &: $(BUILD)/keel.iso FORCE
 	$(call say,QEMU,$(KERNEL_TAPS))
 	$(Q)tests/qemu all $(BUILD)/keel.iso $(BUILD)/test

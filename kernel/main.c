@@ -55,6 +55,28 @@ static void print_memory_map(void)
 	        pt_table_count());
 }
 
+/* keel.fault=triple|hang: fail the way broken boots do, so tests/qemu can
+ * show that it notices (keel.fault=pf strikes later, in run_tests.c). */
+static void fault_inject_at_boot(void)
+{
+	const char *what = cmdline_get("keel.fault");
+	if (!what)
+		return;
+	if (!kstrncmp(what, "triple", 6)) {
+		kprintf("keel.fault=triple: loading an empty IDT, then int3\n");
+		struct {
+			uint16_t limit;
+			uint64_t base;
+		} __attribute__((packed)) none = { 0, 0 };
+		__asm__ volatile("lidt %0; int3" : : "m"(none));
+	}
+	if (!kstrncmp(what, "hang", 4)) {
+		kprintf("keel.fault=hang: stopping here\n");
+		for (;;)
+			__asm__ volatile("cli; hlt");
+	}
+}
+
 void kernel_main(uint32_t magic, uint32_t info_pa);
 void kernel_main(uint32_t magic, uint32_t info_pa)
 {
@@ -77,6 +99,7 @@ void kernel_main(uint32_t magic, uint32_t info_pa)
 	kprintf("command line: \"%s\" (%s mode)\n", boot_info.cmdline, is_test ? "test" : "monitor");
 	print_memory_map();
 	if (is_test) {
+		fault_inject_at_boot();
 		int failed = run_tests(0, NULL, NULL);
 		qemu_exit(failed ? QEMU_EXIT_FAIL : QEMU_EXIT_PASS);
 	}
