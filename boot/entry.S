@@ -1,7 +1,9 @@
 /* boot/entry.S: the 32-bit multiboot2 entry. Builds boot page tables that map
- * the low 1 GiB twice (identity, and at KERNEL_VMA), enters long mode and calls
- * kernel_main(magic, info_pa) on the kernel stack. kernel/paging.c replaces
- * these tables as soon as the memory map is known. */
+ * the low 4 GiB twice (identity, and at DIRECT_MAP_BASE, where the kernel
+ * reads the loader's data wherever below 4 GiB it is) and the low 1 GiB at
+ * KERNEL_VMA, enters long mode and calls kernel_main(magic, info_pa) on the
+ * kernel stack. kernel/paging.c replaces these tables once the memory map is
+ * known. */
 #include "../kernel/layout.h"
 
 	.section .boot.text, "ax"
@@ -36,20 +38,29 @@ boot_entry:
 	rep stosl
 	/* rep stosl used edi: put the magic (checked above) back */
 	mov $MB2_BOOT_MAGIC, %edi
-	/* PML4[0] -> low PDPT, PML4[511] -> high PDPT */
+	/* PML4[0] (identity) and PML4[256] (direct map) -> low PDPT, PML4[511] -> high PDPT */
 	movl $boot_pdpt_lo + 3, boot_pml4
+	movl $boot_pdpt_lo + 3, boot_pml4 + 256 * 8
 	movl $boot_pdpt_hi + 3, boot_pml4 + 511 * 8
-	/* low PDPT[0] and high PDPT[510] -> the one PD (so KERNEL_VMA maps physical 0) */
+	/* low PDPT[0..3] -> the four PDs: 4 GiB */
 	movl $boot_pd + 3, boot_pdpt_lo
+	movl $boot_pd + 4096 + 3, boot_pdpt_lo + 8
+	movl $boot_pd + 2 * 4096 + 3, boot_pdpt_lo + 16
+	movl $boot_pd + 3 * 4096 + 3, boot_pdpt_lo + 24
+	/* high PDPT[510] -> the first PD, so KERNEL_VMA maps physical 0 */
 	movl $boot_pd + 3, boot_pdpt_hi + 510 * 8
-	/* fill the PD with 512 present, writable 2 MiB pages: the low 1 GiB */
+	/* fill the PDs with 2048 present, writable 2 MiB pages: the low 4 GiB */
 	xor %ecx, %ecx
 1:	mov %ecx, %eax
 	shl $21, %eax
 	or $0x83, %eax
 	mov %eax, boot_pd(, %ecx, 8)
+	/* the high half of the entry: bits 32+ of the address */
+	mov %ecx, %eax
+	shr $11, %eax
+	mov %eax, boot_pd + 4(, %ecx, 8)
 	inc %ecx
-	cmp $512, %ecx
+	cmp $2048, %ecx
 	jne 1b
 	/* enable PAE */
 	mov %cr4, %eax
@@ -139,7 +150,7 @@ boot_pdpt_lo:
 boot_pdpt_hi:
 	.skip 4096
 boot_pd:
-	.skip 4096
+	.skip 4 * 4096
 boot_tables_end:
 	.skip 4096
 boot_stack_top:

@@ -8,7 +8,7 @@
 #include "kernel.h"
 
 static uint64_t bitmap_pa;
-/* through the boot window before pt_init, the direct map after */
+/* through the direct map: the boot tables' (low 4 GiB) until pt_init */
 #define bitmap ((uint64_t *)phys_to_virt(bitmap_pa))
 static size_t nwords, nframes_free, nframes_total;
 static size_t hint; /* no clear bit below word hint */

@@ -93,10 +93,10 @@ uint64_t frame_max_pa(void);
 #define PTE_GUARD (1ull << 9) /* software: a guard page of a live mapping (not present) */
 #define PTE_NX   (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
-extern uintptr_t direct_base; /* KERNEL_VMA (boot window) until pt_init, then DIRECT_MAP_BASE */
+/* Physical memory through the direct map (before pt_init: below BOOT_WINDOW only). */
 static inline void *phys_to_virt(uint64_t pa)
 {
-	return (void *)(direct_base + pa);
+	return (void *)(uintptr_t)(DIRECT_MAP_BASE + pa);
 }
 void pt_init(void);
 int pt_map(uintptr_t va, uint64_t pa, uint64_t flags); /* 0, or -1 when out of frames */
@@ -123,7 +123,7 @@ int source_owns(const void *va, size_t bytes);
 /* Run the shared cases and the kernel's, printing TAP on the console. Returns
  * the number of failed cases; passed/failed may be NULL. */
 #define RUN_QUIET       1 /* print only failures and diagnostics */
-#define RUN_KERNEL_ONLY 2 /* only the kernel's own cases (a quick self-test) */
+#define RUN_KERNEL_ONLY 2 /* a quick self-test: the kernel's own cases but exhaustion */
 int run_tests(unsigned flags, unsigned *passed, unsigned *failed);
 
 /* monitor.c */

@@ -2,8 +2,9 @@
  * shared by the boot assembly, linker.ld's users and the C kernel.
  * C-only parts sit under #ifndef __ASSEMBLER__.
  *
- *   0x0000000000000000  identity map of the low 1 GiB (boot only, gone after pt_init)
- *   0xffff800000000000  direct map of physical memory (2 MiB pages, no-execute)
+ *   0x0000000000000000  identity map of the low 4 GiB (boot only, gone after pt_init)
+ *   0xffff800000000000  direct map of physical memory (2 MiB pages, no-execute;
+ *                       the low 4 GiB only, until pt_init maps all RAM)
  *   0xffffc00000000000  kernel heap range, 512 GiB (4 KiB pages, kernel/source.c)
  *   0xffffffff80000000  kernel image (physical 1 MiB at +1 MiB, 4 KiB pages)
  */
@@ -15,7 +16,7 @@
 #define DIRECT_MAP_BASE  0xffff800000000000
 #define HEAP_BASE        0xffffc00000000000
 #define HEAP_BYTES       0x8000000000 /* 512 GiB: one PML4 entry */
-#define BOOT_WINDOW      0x40000000   /* the boot tables map the low 1 GiB */
+#define BOOT_WINDOW      0x100000000  /* the boot tables' direct map: the low 4 GiB */
 
 #define KSTACK_BYTES     0x20000 /* 128 KiB kernel stack, a guard page below it */
 #define IST_STACK_BYTES  0x4000  /* per IST stack (#DF, #PF, NMI/#MC) */

@@ -9,7 +9,7 @@
 #include "cpu.h"
 #include "kernel.h"
 
-uintptr_t direct_base = KERNEL_VMA;
+static int is_ready; /* pt_init is done: the direct map covers all RAM */
 static uint64_t pml4_pa;
 static uint64_t nx;
 static size_t ntables;
@@ -21,7 +21,7 @@ static uint64_t table_new(void)
 	uint64_t pa = frame_alloc();
 	if (!pa)
 		return 0;
-	if (direct_base == KERNEL_VMA && pa + PAGE_SIZE > BOOT_WINDOW)
+	if (!is_ready && pa + PAGE_SIZE > BOOT_WINDOW)
 		panic("table_new: frame %lx outside the boot window", pa);
 	memset(phys_to_virt(pa), 0, PAGE_SIZE);
 	ntables++;
@@ -160,7 +160,7 @@ void pt_init(void)
 		panic("pt_init: out of frames for the heap range");
 
 	write_cr3(pml4_pa);
-	direct_base = DIRECT_MAP_BASE;
+	is_ready = 1;
 }
 
 size_t pt_table_count(void)

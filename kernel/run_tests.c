@@ -385,8 +385,9 @@ int run_tests(unsigned flags, unsigned *passed, unsigned *failed)
 	unsigned n = 0;
 
 	if (flags & RUN_KERNEL_ONLY) {
+		/* the quick self-test leaves out filling all of RAM (seconds at 4 GiB) */
 		char buf[32];
-		int len = ksnprintf(buf, sizeof(buf), "1..%u\n", nkernel);
+		int len = ksnprintf(buf, sizeof(buf), "1..%u\n", nkernel - 1);
 		t_env_write(buf, (size_t)len);
 	} else {
 		plan_extra = nkernel + 1;
@@ -400,8 +401,11 @@ int run_tests(unsigned flags, unsigned *passed, unsigned *failed)
 		report(++n, "kernel_shared_cases_return_frames", lost);
 		lost ? nfailed++ : npassed++;
 	}
-	for (unsigned i = 0; i < nkernel; i++)
+	for (unsigned i = 0; i < nkernel; i++) {
+		if ((flags & RUN_KERNEL_ONLY) && kernel_cases[i].fn == kernel_heap_exhausts_ram)
+			continue;
 		run_kernel_case(&kernel_cases[i], ++n) ? nfailed++ : npassed++;
+	}
 
 	uint64_t ms = (rdtsc() - t0) / (tsc_hz() / 1000 + 1);
 	char buf[120];
