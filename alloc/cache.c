@@ -59,7 +59,7 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size)
 			break;
 		kl_count_alloc(h, csize, csize);
 		h->class_live[cls]++;
-		s[0] = b->head;
+		s[0] = (void *)kl_link(h, (uintptr_t)s, (uintptr_t)b->head);
 		s[1] = (void *)c->secret;
 		b->head = s;
 		b->count++;
@@ -68,15 +68,33 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size)
 	return p;
 }
 
+/* A slot at the top of a bin lost its secret: it was written after its
+ * free, and its link cannot be trusted. The bin is dropped (its slots stay
+ * counted as live, never handed out) and the fault reported. */
+static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
+{
+	struct kl_heap *h = c->heap;
+	uintptr_t t = kl_lock(h);
+	if (h->config.report)
+		h->config.report(h->config.report_ctx, KEEL_ECORRUPT, b->head);
+	kl_unlock(h, t);
+	b->head = NULL;
+	b->count = 0;
+}
+
 void *keel_cache_malloc(struct keel_cache *cache, size_t size)
 {
 	struct kl_cache *c = cache_of(cache);
-	if (KL_LIKELY(size <= KL_SMALL_MAX)) {
+	if (KL_LIKELY(size <= KL_SMALL_MAX && !c->heap->checked)) {
 		unsigned cls = kl_small_class(size);
 		struct kl_bin *b = &c->bins[cls];
 		void **p = b->head;
 		if (KL_LIKELY(p != NULL)) {
-			b->head = p[0];
+			if (KL_UNLIKELY(p[1] != (void *)c->secret)) {
+				cache_bin_broken(c, b);
+				return cache_refill(c, cls, size);
+			}
+			b->head = (void **)kl_link(c->heap, (uintptr_t)p, (uintptr_t)p[0]);
 			b->count--;
 			p[1] = NULL; /* K1: no live block carries the secret */
 			return p;
@@ -93,7 +111,14 @@ static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint
 	struct kl_bin *b = &c->bins[cls];
 	while (n-- && b->head) {
 		void **s = b->head;
-		b->head = s[0];
+		if (s[1] != (void *)c->secret) { /* as cache_bin_broken, lock held */
+			if (h->config.report)
+				h->config.report(h->config.report_ctx, KEEL_ECORRUPT, s);
+			b->head = NULL;
+			b->count = 0;
+			return;
+		}
+		b->head = (void **)kl_link(h, (uintptr_t)s, (uintptr_t)s[0]);
 		b->count--;
 		s[1] = NULL; /* K1: the slot leaves the cache */
 		struct kl_blockinfo bi;
@@ -112,6 +137,8 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 	uintptr_t p = (uintptr_t)ptr;
 	if (!ptr)
 		return 0;
+	if (h->checked) /* every check of checked mode is in keel_free */
+		return keel_free((struct keel_heap *)(void *)h, ptr);
 	/* Unlocked: a live slot keeps its run and segment alive, so what we
 	 * read of them is stable; anything else goes to the locked path. */
 	struct kl_where w = kl_seg_find(h, p);
@@ -133,7 +160,7 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 		cache_drain(c, &op, cls, b->max / 2);
 		kl_op_end(h, &op);
 	}
-	slot[0] = b->head;
+	slot[0] = (void *)kl_link(h, p, (uintptr_t)b->head);
 	slot[1] = (void *)c->secret;
 	b->head = slot;
 	b->count++;

@@ -9,6 +9,7 @@ struct tally {
 	size_t class_live[KL_NCLASSES];
 	size_t runs_partial, runs_empty, empty_bytes, source_bytes, region_bytes, nlarge, nsegs;
 	size_t nlarge_cached, large_cached_bytes;
+	size_t quar_n, quar_bytes;
 };
 
 struct checker {
@@ -38,7 +39,7 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (r->bump > r->nslots || r->nfree > r->nslots)
 		return fail(c, "R1 run counts within nslots", (void *)u);
 	size_t listed = 0;
-	for (void *f = r->free; f; f = *(void **)f) {
+	for (void *f = r->free; f; f = (void *)kl_link(h, (uintptr_t)f, *(uintptr_t *)f)) {
 		uintptr_t off = (uintptr_t)f - u;
 		if ((uintptr_t)f < u || off >= (size_t)r->bump * cl->size || off % cl->size)
 			return fail(c, "R3 free-list link is a handed-out slot of its run", f);
@@ -49,13 +50,35 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	}
 	if (r->nfree != listed + (size_t)(r->nslots - r->bump))
 		return fail(c, "R1 nfree == listed + never used", (void *)u);
-	size_t used = 0;
+	size_t used = 0, live = 0, live_bytes = 0;
 	for (size_t i = 0; i < r->nslots; i++) {
 		uintptr_t p = u + i * cl->size;
 		if (kl_bit_get(s, p)) {
 			if (i >= r->bump)
 				return fail(c, "R2 never-used slot has its bit clear", (void *)p);
 			used++;
+			int state = h->checked ? kl_chk_state(h, s, p) : KL_CHK_LIVE;
+			if (state == KL_CHK_RETIRED)
+				continue;
+			if (state == KL_CHK_QUARANTINED) {
+				if (!kl_chk_quarantined_ok(h, s, p))
+					return fail(c, "Q2 a quarantined slot is still poison",
+					            (void *)p);
+				c->t.quar_n++;
+				c->t.quar_bytes += cl->size;
+			} else if (h->checked) {
+				size_t len = kl_chk_small_len(p, cl->size);
+				if (len + KL_SMALL_MARGIN + KL_SMALL_LEN > cl->size)
+					return fail(c, "Q3 a slot's size field fits it", (void *)p);
+				if (!kl_chk_canary_ok(h, p, len))
+					return fail(c, "Q3 canary after a live block intact",
+					            (void *)p);
+				live++;
+				live_bytes += len;
+			} else {
+				live++;
+				live_bytes += cl->size;
+			}
 		}
 		for (size_t g = KL_GRAN * 2; g < cl->size; g += KL_GRAN)
 			if (kl_bit_get(s, p + g))
@@ -74,10 +97,10 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 		c->t.runs_empty++;
 	else
 		c->t.small_free += (size_t)r->nfree * cl->size;
-	c->t.class_live[r->cls - 1] += used;
-	c->t.live += used;
-	c->t.in_use += used * cl->size;
-	c->t.requested += used * cl->size;
+	c->t.class_live[r->cls - 1] += live;
+	c->t.live += live;
+	c->t.in_use += live_bytes;
+	c->t.requested += live_bytes;
 	return 0;
 }
 
@@ -92,6 +115,7 @@ static int bits_clear(const struct kl_seg *s, uintptr_t from, uintptr_t to)
 /* S3 and B1-B5 over one arena. */
 static int check_arena(struct checker *c, struct kl_seg *s)
 {
+	const struct kl_heap *h = c->h;
 	uintptr_t sentinel = s->arena_end - KL_BLK_HDR;
 	if (s->arena < s->base || s->arena >= sentinel || s->arena_end > s->base + s->bytes)
 		return fail(c, "S3 arena lies inside its segment", s);
@@ -139,10 +163,28 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 				return fail(c, "B5 no stray bits inside a medium block", b);
 			if (u & (kl_blk_align(b) - 1))
 				return fail(c, "B0 block keeps the alignment it was asked", b);
-			size_t usable = size - KL_BLK_HDR;
-			c->t.live++;
-			c->t.in_use += usable;
-			c->t.requested += usable - kl_blk_slack(b);
+			size_t usable = size - KL_BLK_HDR, asked = usable - kl_blk_slack(b);
+			int state = h->checked ? kl_chk_state(h, s, u) : KL_CHK_LIVE;
+			if (state == KL_CHK_RETIRED) {
+				/* kept out of use, in no count */
+			} else if (b->head & KL_B_QUAR) {
+				if (!h->checked || !kl_chk_quarantined_ok(h, s, u))
+					return fail(c, "Q2 a quarantined block is still poison", b);
+				c->t.quar_n++;
+				c->t.quar_bytes += usable;
+			} else if (h->checked) {
+				if (!kl_chk_header_ok(h, s, b))
+					return fail(c, "Q3 a live block's header is intact", b);
+				if (!kl_chk_canary_ok(h, u, asked))
+					return fail(c, "Q3 canary after a live block intact", b);
+				c->t.live++;
+				c->t.in_use += asked;
+				c->t.requested += asked;
+			} else {
+				c->t.live++;
+				c->t.in_use += usable;
+				c->t.requested += asked;
+			}
 		}
 		prev_free = !!(b->head & KL_B_FREE);
 		prev_size = size;
@@ -185,7 +227,13 @@ static int check_segments(struct checker *c)
 		int err = 0;
 		switch (s->kind) {
 		case KL_SEG_LARGE:
-			if (s->is_empty) {
+			if (s->is_empty && h->checked) {
+				if (!kl_chk_quarantined_ok(h, s, s->user))
+					return fail(c, "Q2 a quarantined block is still poison",
+					            (void *)s->user);
+				c->t.quar_n++;
+				c->t.quar_bytes += s->usable;
+			} else if (s->is_empty) {
 				c->t.nlarge_cached++;
 				c->t.large_cached_bytes += s->bytes;
 			} else {
@@ -195,8 +243,12 @@ static int check_segments(struct checker *c)
 				c->t.requested += s->requested;
 			}
 			c->t.source_bytes += s->bytes;
-			if ((uintptr_t)s != s->base + s->bytes - KL_LARGE_HDR)
-				return fail(c, "S1 large header at its mapping's tail", s);
+			if ((uintptr_t)s !=
+			    (h->checked ? s->base + KL_PAGE : s->base + s->bytes - KL_LARGE_HDR))
+				return fail(c, "S1 large header where its mode puts it", s);
+			if (h->checked && !s->is_empty && !kl_chk_canary_ok(h, s->user, s->usable))
+				return fail(c, "Q3 canary after a live block intact",
+				            (void *)s->user);
 			err = check_registry(c, s);
 			break;
 		case KL_SEG_ARENA:
@@ -321,6 +373,8 @@ static int check_counters(struct checker *c)
 		return fail(c, "C6 source bytes are segments plus registry nodes", NULL);
 	if (t->region_bytes != h->region_bytes)
 		return fail(c, "C7 region bytes add up", NULL);
+	if (t->quar_n != h->quar_n || t->quar_bytes != h->quar_bytes)
+		return fail(c, "Q1 the quarantine holds what it counts", NULL);
 	return 0;
 }
 
@@ -362,9 +416,14 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 			struct kl_run *r = kl_run_of(s, u);
 			size_t size = h->cls[r->cls - 1].size;
 			for (size_t i = 0; i < r->bump; i++) {
-				kb.p = (void *)(u + i * size);
+				uintptr_t p = u + i * size;
+				kb.p = (void *)p;
 				kb.size = size;
-				kb.is_free = !kl_bit_get(s, u + i * size);
+				kb.is_free = !kl_bit_get(s, p);
+				if (h->checked && !kb.is_free) {
+					kb.is_free = kl_chk_is_quarantined(h, s, p);
+					kb.size = kb.is_free ? size : kl_chk_small_len(p, size);
+				}
 				kb.kind = KEEL_KIND_SMALL;
 				if ((rc = visit(&kb, arg)) != 0)
 					return rc;
@@ -373,7 +432,9 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 		}
 		kb.p = (void *)u;
 		kb.size = kl_blk_size(b) - KL_BLK_HDR;
-		kb.is_free = !!(b->head & KL_B_FREE);
+		kb.is_free = !!(b->head & (KL_B_FREE | KL_B_QUAR));
+		if (h->checked && !kb.is_free)
+			kb.size -= kl_blk_slack(b);
 		kb.kind = KEEL_KIND_MEDIUM;
 		if ((rc = visit(&kb, arg)) != 0)
 			return rc;
@@ -391,7 +452,7 @@ int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, v
 	int rc = 0;
 	for (struct kl_seg *s = h->segs; s && !rc; s = s->next) {
 		if (s->kind == KL_SEG_LARGE) {
-			struct keel_block kb = { (void *)s->base, kl_large_usable(s), 0,
+			struct keel_block kb = { (void *)s->user, kl_large_usable(s), s->is_empty,
 				                 KEEL_KIND_LARGE };
 			rc = visit(&kb, arg);
 		} else {

@@ -73,9 +73,14 @@ void kl_op_begin(struct kl_heap *h, struct kl_op *op)
 static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
 {
 	size_t failures = 0;
-	for (unsigned i = 0; i < op->nunmap; i++)
-		if (h->source.unmap(h->source.ctx, op->unmap[i].p, op->unmap[i].bytes) != 0)
+	for (unsigned i = 0; i < op->nunmap; i++) {
+		char *p = op->unmap[i].p;
+		size_t bytes = op->unmap[i].bytes;
+		if (op->unmap[i].guarded) /* give the source back what it gave */
+			h->source.protect(h->source.ctx, p, bytes, KEEL_PROT_RW);
+		if (h->source.unmap(h->source.ctx, p, bytes) != 0)
 			failures++;
+	}
 	op->nunmap = 0;
 	if (failures) {
 		uintptr_t t = heap_lock(h);
@@ -109,8 +114,25 @@ void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes)
 		kl_op_flush(h, op);
 	op->unmap[op->nunmap].p = p;
 	op->unmap[op->nunmap].bytes = bytes;
+	op->unmap[op->nunmap].guarded = 0;
 	op->nunmap++;
 	h->unmaps++;
+}
+
+/* As kl_op_unmap, for a mapping whose first and last pages are guards. */
+void kl_op_unmap_guarded(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes)
+{
+	kl_op_unmap(h, op, p, bytes);
+	op->unmap[op->nunmap - 1].guarded = 1;
+}
+
+/* Change protection through the source with the lock dropped. */
+int kl_op_protect(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes, int prot)
+{
+	heap_unlock(h, op->token);
+	int err = h->source.protect(h->source.ctx, p, bytes, prot);
+	op->token = heap_lock(h);
+	return err;
 }
 
 /* Map from the source with the lock dropped; counted on source_bytes. */
@@ -195,6 +217,7 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
 	if (lk)
 		h->lock = *lk;
 	h->retain_bytes = config->retain_bytes ? config->retain_bytes : KL_SEG;
+	h->checked = (config->flags & KEEL_HEAP_CHECKED) != 0;
 	h->secret = heap_secret(h);
 	kl_small_init(h);
 	h->magic = KL_HEAP_MAGIC;
@@ -234,7 +257,7 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 	bi->seg = s;
 	bi->run = NULL;
 	if (s->kind == KL_SEG_LARGE) {
-		if (p != s->base)
+		if (p != s->user)
 			return KEEL_EINTERIOR;
 		if (s->is_empty)
 			return KEEL_EDOUBLE; /* S5: freed and cached */
@@ -251,11 +274,19 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 		int err = kl_small_validate(h, s, r, p);
 		if (err)
 			return err;
-		if (h->has_caches && ((void **)p)[1] == (void *)h->secret)
+		if (h->has_caches && !h->checked && ((void **)p)[1] == (void *)h->secret)
 			return KEEL_EDOUBLE; /* K1: it sits free in a cache */
+		if (h->checked && kl_chk_state(h, s, p) != KL_CHK_LIVE)
+			return KEEL_EDOUBLE; /* quarantined or retired */
 		bi->run = r;
 		bi->kind = KEEL_KIND_SMALL;
 		bi->usable = bi->requested = h->cls[r->cls - 1].size;
+		if (h->checked) {
+			size_t len = kl_chk_small_len(p, bi->usable);
+			if (len + KL_SMALL_MARGIN + KL_SMALL_LEN > bi->usable)
+				return KEEL_EOVERFLOW; /* the size field itself was overwritten */
+			bi->usable = bi->requested = len;
+		}
 		/* an aligned slot's class is a multiple of the alignment asked */
 		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable & -bi->usable : KL_GRAN;
 		return 0;
@@ -268,6 +299,13 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 	bi->usable = kl_medium_usable(b);
 	bi->requested = bi->usable - kl_blk_slack(b);
 	bi->align = kl_blk_align(b);
+	if (h->checked) {
+		if (!kl_chk_header_ok(h, s, b))
+			return KEEL_ECORRUPT; /* written just before the block */
+		if (b->head & KL_B_QUAR)
+			return KEEL_EDOUBLE; /* quarantined or retired */
+		bi->usable = bi->requested;
+	}
 	return 0;
 }
 
@@ -282,7 +320,9 @@ void kl_count_alloc(struct kl_heap *h, size_t usable, size_t requested)
 }
 
 /* Allocate with the lock held. *fresh is set when the memory came straight
- * from a zeroing source and was never written. */
+ * from a zeroing source and was never written. In checked mode every block
+ * gets room for its canary (and a small slot for its size field), and its
+ * usable size is the size asked. */
 void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int *fresh)
 {
 	*fresh = 0;
@@ -290,23 +330,32 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		goto fail;
 	if (align < KL_GRAN)
 		align = KL_GRAN;
-	/* A power of two up to a page is aligned to itself, as kmalloc does. */
-	if (align == KL_GRAN && size > KL_SMALL_MAX && size <= KL_PAGE && !(size & (size - 1)))
+	/* A power of two up to a page is aligned to itself, as kmalloc does
+	 * (small classes that are powers of two are so by placement). */
+	int pow2 = size && !(size & (size - 1)) && size <= KL_PAGE;
+	if (pow2 && align < size && (size > KL_SMALL_MAX || h->checked))
 		align = size;
+	size_t extra = h->checked ? KL_CANARY_BYTES : 0;
+	size_t small_need = size + (h->checked ? KL_SMALL_MARGIN + KL_SMALL_LEN : 0);
 	void *p;
-	int c = size <= KL_SMALL_MAX && align <= KL_SMALL_MAX
-	                ? kl_small_class_aligned(h, size, align)
+	int c = small_need <= KL_SMALL_MAX && align <= KL_SMALL_MAX
+	                ? kl_small_class_aligned(h, small_need, align)
 	                : -1;
 	if (c >= 0) {
 		/* A slot from a run; failing that a medium block from free memory
 		 * already held (a small region has no room for a whole run); only
 		 * then a run from a new segment. */
 		p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 0);
-		if (!p && (p = kl_medium_alloc(h, op, size, align, 0)) != NULL)
+		if (!p && (p = kl_medium_alloc(h, op, size + extra, align, 0)) != NULL)
 			goto medium;
 		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
 			goto fail;
-		kl_count_alloc(h, h->cls[c].size, h->cls[c].size);
+		if (h->checked) {
+			kl_chk_small_set(h, (uintptr_t)p, h->cls[c].size, size);
+			kl_count_alloc(h, size, size);
+		} else {
+			kl_count_alloc(h, h->cls[c].size, h->cls[c].size);
+		}
 		h->class_live[c]++;
 		return p;
 	}
@@ -315,36 +364,47 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		if (!p)
 			goto fail;
 		struct kl_seg *s = kl_seg_find(h, (uintptr_t)p).seg;
+		if (h->checked)
+			kl_chk_canary_set(h, (uintptr_t)p, size);
 		kl_count_alloc(h, kl_large_usable(s), size);
 		return p;
 	}
-	p = kl_medium_alloc(h, op, size, align, 1);
+	p = kl_medium_alloc(h, op, size + extra, align, 1);
 	if (!p)
 		goto fail;
 medium:;
 	struct kl_blk *b = kl_blk_of(p);
-	kl_count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - kl_blk_slack(b));
+	if (h->checked) {
+		kl_medium_set_ask(b, size, align);
+		kl_chk_canary_set(h, (uintptr_t)p, size);
+		kl_count_alloc(h, size, size);
+	} else {
+		kl_count_alloc(h, kl_medium_usable(b), kl_medium_usable(b) - kl_blk_slack(b));
+	}
 	return p;
 fail:
 	h->failed++;
 	return NULL;
 }
 
-/* Free the live block described by bi, with the lock held. */
+/* Free the live block described by bi, with the lock held. In checked mode
+ * a small or medium block goes to the quarantine instead. */
 void kl_free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const struct kl_blockinfo *bi)
 {
 	h->in_use_bytes -= bi->usable;
 	h->requested_bytes -= bi->requested;
 	h->live_blocks--;
 	h->free_count++;
-	if (bi->kind == KEEL_KIND_SMALL) {
+	if (bi->kind == KEEL_KIND_SMALL)
 		h->class_live[bi->run->cls - 1]--;
+	if (h->checked)
+		kl_chk_quarantine(h, op, bi, p);
+	else if (bi->kind == KEEL_KIND_SMALL)
 		kl_small_free(h, op, bi->seg, bi->run, p);
-	} else if (bi->kind == KEEL_KIND_MEDIUM) {
+	else if (bi->kind == KEEL_KIND_MEDIUM)
 		kl_medium_free(h, op, bi->seg, p);
-	} else {
+	else
 		kl_large_free(h, op, bi->seg);
-	}
 }
 
 void *keel_malloc(struct keel_heap *heap, size_t size)
@@ -407,6 +467,8 @@ int keel_free(struct keel_heap *heap, void *p)
 	struct kl_blockinfo bi;
 	kl_op_begin(h, &op);
 	int err = kl_locate(h, (uintptr_t)p, &bi);
+	if (!err && h->checked && !kl_chk_canary_ok(h, (uintptr_t)p, bi.usable))
+		err = KEEL_EOVERFLOW; /* Q3: the block stays as it is */
 	if (!err)
 		kl_free_locked(h, &op, (uintptr_t)p, &bi);
 	kl_op_end(h, &op);
@@ -441,16 +503,25 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 	struct kl_blockinfo bi;
 	kl_op_begin(h, &op);
 	int err = kl_locate(h, (uintptr_t)p, &bi);
+	if (!err && h->checked && !kl_chk_canary_ok(h, (uintptr_t)p, bi.usable)) {
+		err = KEEL_EOVERFLOW;
+		if (h->config.report)
+			h->config.report(h->config.report_ctx, err, p);
+	}
 	if (err || size > KL_MAX_REQUEST) {
 		h->failed++;
 		kl_op_end(h, &op);
 		return NULL;
 	}
-	/* In place: a small slot that still fits and is not mostly empty; a
+	/* In place (never in checked mode, where every move lets the old block
+	 * wait in the quarantine): a small slot that still fits and is not
+	 * mostly empty; a small slot that still fits and is not mostly empty; a
 	 * medium block that can shrink or grow into its neighbour; a large
 	 * block that still fits and would not waste half its pages. */
 	int in_place = 0;
-	if (bi.kind == KEEL_KIND_SMALL) {
+	if (h->checked) {
+		in_place = 0;
+	} else if (bi.kind == KEEL_KIND_SMALL) {
 		in_place =
 		        size <= bi.usable && (size > bi.usable / 2 ||
 		                              kl_small_class(size) == (unsigned)(bi.run->cls - 1));
@@ -459,7 +530,8 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 			struct kl_blk *b = kl_blk_of(p);
 			size_t usable = kl_medium_usable(b);
 			h->in_use_bytes = h->in_use_bytes - bi.usable + usable;
-			h->requested_bytes = h->requested_bytes - bi.requested + usable - kl_blk_slack(b);
+			h->requested_bytes =
+			        h->requested_bytes - bi.requested + usable - kl_blk_slack(b);
 			if (h->in_use_bytes > h->peak_in_use)
 				h->peak_in_use = h->in_use_bytes;
 			in_place = 1;
@@ -529,6 +601,8 @@ size_t keel_trim(struct keel_heap *heap)
 	struct kl_op op;
 	kl_op_begin(h, &op);
 	size_t before = h->source_bytes;
+	if (h->checked)
+		kl_chk_quarantine_flush(h, &op);
 	kl_small_trim(h, &op);
 	kl_seg_trim(h, &op);
 	size_t bytes = before - h->source_bytes;
@@ -553,6 +627,10 @@ const char *keel_strerror(int err)
 		return "invalid argument";
 	case KEEL_ENOMEM:
 		return "out of memory";
+	case KEEL_EOVERFLOW:
+		return "write past the end of a block";
+	case KEEL_EUSEAFTER:
+		return "write to a block after its free";
 	default:
 		return "unknown error";
 	}

@@ -71,16 +71,14 @@ _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
  * in the low bits, and in the top bits the log2 of the alignment the block
  * was asked for (kept across realloc) and how many usable bytes lie beyond
  * the bytes asked for (the slack, for keel_stats; sizes are rounded to their
- * free list's granule, so it stays below KL_MEDIUM_MAX / 16). A free block keeps its free-list links in its
- * payload. Each arena ends in a sentinel header of size 0 marked used.
- *   B1  size >= KL_MIN_BLOCK, a multiple of 16; the next header is at
- *       (char *)b + size, and the last one is the arena's sentinel
- *   B2  no two free blocks are neighbours (coalescing is immediate)
- *   B3  PREV_FREE in a header  <=>  the block before it is free, and then
- *       prev_size is that block's size
- *   B4  a block is in free list (fl, sl) of its size  <=>  FREE is set
- *   B5  an allocated block that is not a run has its user pointer's bit set
- *       in the segment's allocation bitmap; free blocks have no bits set */
+ * free list's granule, so it stays below KL_MEDIUM_MAX / 16). A free block keeps its free-list
+ * links in its payload. Each arena ends in a sentinel header of size 0 marked used. B1  size >=
+ * KL_MIN_BLOCK, a multiple of 16; the next header is at (char *)b + size, and the last one is the
+ * arena's sentinel B2  no two free blocks are neighbours (coalescing is immediate) B3  PREV_FREE in
+ * a header  <=>  the block before it is free, and then prev_size is that block's size B4  a block
+ * is in free list (fl, sl) of its size  <=>  FREE is set B5  an allocated block that is not a run
+ * has its user pointer's bit set in the segment's allocation bitmap; free blocks have no bits set
+ */
 struct kl_blk {
 	size_t prev_size;
 	size_t head;
@@ -152,7 +150,7 @@ struct kl_seg {
 	uint8_t kind;               /* KL_SEG_* */
 	uint8_t is_empty;
 	uint8_t align_shift; /* large: log2 of the asked alignment */
-	uint8_t pad_;
+	uint8_t guarded;     /* large, checked mode: its first and last pages are guards */
 	uint32_t nchunks;
 	struct kl_seg *park_next; /* parked arenas (S4), cached large blocks (S5) */
 	/* arena */
@@ -162,13 +160,15 @@ struct kl_seg {
 	uintptr_t arena, arena_end; /* first block header; arena_end - 16 is the sentinel */
 	/* large */
 	size_t requested;
+	uintptr_t user; /* the block's start: base, or past the guard in checked mode */
+	size_t usable;  /* bytes the caller may use (checked mode: the bytes asked) */
 };
-#define KL_SEG_MAGIC  ((uintptr_t)0x6b65656c5345474dull)
-#define KL_SEG_ARENA  1
-#define KL_SEG_REGION 2
-#define KL_SEG_LARGE  3
-#define KL_LARGE_HDR  ((size_t)128)
-#define KL_LARGE_CACHE_MAX   16                   /* freed large blocks kept (S5) */
+#define KL_SEG_MAGIC         ((uintptr_t)0x6b65656c5345474dull)
+#define KL_SEG_ARENA         1
+#define KL_SEG_REGION        2
+#define KL_SEG_LARGE         3
+#define KL_LARGE_HDR         ((size_t)128)
+#define KL_LARGE_CACHE_MAX   16                 /* freed large blocks kept (S5) */
 #define KL_LARGE_CACHE_BYTES ((size_t)32 << 20) /* and their bytes at most */
 _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tail slot");
 
@@ -219,11 +219,16 @@ struct kl_heap {
 	struct keel_source source; /* copied when config has one */
 	struct keel_lock lock;
 	int has_source;
-	int spin;              /* the built-in lock, through __atomic builtins only */
-	uintptr_t secret;      /* marks slots sitting in caches (K1) */
-	int has_caches;        /* keel_trim keeps registry nodes once set */
-	struct kl_seg *segs;   /* every arena, region and large segment */
-	struct kl_seg *parked; /* empty arenas kept for reuse, empty_bytes in all */
+	int spin;         /* the built-in lock, through __atomic builtins only */
+	uintptr_t secret; /* marks slots sitting in caches (K1), mixes links */
+	int checked;      /* KEEL_HEAP_CHECKED */
+	uintptr_t quar[KEEL_QUARANTINE_BLOCKS]; /* checked mode: freed blocks waiting, oldest at
+	                                           quar_head */
+	unsigned quar_head, quar_n;
+	size_t quar_bytes;
+	int has_caches;             /* keel_trim keeps registry nodes once set */
+	struct kl_seg *segs;        /* every arena, region and large segment */
+	struct kl_seg *parked;      /* empty arenas kept for reuse, empty_bytes in all */
 	struct kl_seg *large_cache; /* freed large blocks kept for reuse, newest first */
 	size_t nlarge_cached, large_cached_bytes;
 	struct kl_seg *regions[KEEL_MAX_REGIONS];
@@ -249,6 +254,44 @@ struct kl_heap {
 	size_t class_live[KL_NCLASSES];
 };
 _Static_assert(sizeof(struct kl_heap) <= KEEL_HEAP_BYTES, "heap fits keel_heap storage");
+
+/* A free-list link as stored in the free slot p: the next slot's address
+ * mixed with the heap's secret and p itself, so a stray write or a copied
+ * link does not decode to a slot of the run. kl_link(h, p, kl_link(h, p, x))
+ * == x, and a stored 0 still means the end. */
+static inline uintptr_t kl_link(const struct kl_heap *h, uintptr_t p, uintptr_t v)
+{
+	return v ? v ^ h->secret ^ p : 0;
+}
+/* ---- checked mode (checked.c) ---------------------------------------------
+ * A live block:  [user bytes asked for | canary, 8 bytes | ... ]
+ *   small slots also keep the size asked in their last 2 bytes, at least 16
+ *   bytes past the block's end (KL_SMALL_MARGIN) so that an overflow the
+ *   canary reports does not also lose the block's size; medium
+ *   blocks keep it as usable - slack; large ones in their kl_seg.
+ * A medium block whose neighbour before is live has a canary in prev_size,
+ * and the top 4 bits of its head clear, so a write just before the block is
+ * seen. A freed small or medium block waits in the quarantine, filled with
+ * poison and marked (a small slot: the secret ^ KL_QTAG in its second word;
+ * a medium block: KL_B_QUAR), its bitmap bit still set, no longer counted as
+ * live; when it leaves the quarantine its poison is verified, and if it was
+ * written it is retired instead: reported, kept out of use for good, in no
+ * count (a small slot then says KL_RTAG in its second word, a medium block
+ * in its first).
+ *   Q1  quarantined blocks == quar_n and their bytes == quar_bytes
+ *   Q2  a quarantined block is poison but for its mark
+ *   Q3  a live block's canary is intact */
+#define KL_POISON          0xdb /* the byte freed memory is filled with */
+#define KL_CANARY_BYTES    8
+#define KL_SMALL_LEN       2  /* a checked small slot's size field */
+#define KL_SMALL_MARGIN    16 /* canary and spare bytes before that field */
+#define KL_QTAG            ((uintptr_t)0x5155415241ull) /* quarantined */
+#define KL_RTAG            ((uintptr_t)0x5245544952ull) /* retired */
+#define KL_CHK_LIVE        0
+#define KL_CHK_QUARANTINED 1
+#define KL_CHK_RETIRED     2
+#define KL_B_QUAR          ((size_t)8) /* a medium block in the quarantine */
+#define KL_QUAR_MAX        KEEL_QUARANTINE_BLOCKS
 
 static inline struct kl_heap *kl_heap_of(struct keel_heap *h)
 {
@@ -324,6 +367,7 @@ struct kl_op {
 	struct {
 		void *p;
 		size_t bytes;
+		int guarded; /* make the first and last page accessible again first */
 	} unmap[KL_OP_UNMAPS];
 };
 
@@ -350,6 +394,8 @@ KL_HIDDEN void kl_unlock(struct kl_heap *h, uintptr_t token);
 KL_HIDDEN void kl_op_begin(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_op_end(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_op_flush(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_op_unmap_guarded(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes);
+KL_HIDDEN int kl_op_protect(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes, int prot);
 KL_HIDDEN void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes);
 KL_HIDDEN void *kl_op_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align);
 KL_HIDDEN struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size,
@@ -374,7 +420,24 @@ KL_HIDDEN void kl_seg_trim(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN int kl_seg_destroy_all(struct kl_heap *h);
 KL_HIDDEN uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p);
 
+/* checked.c */
+KL_HIDDEN void kl_chk_canary_set(const struct kl_heap *h, uintptr_t p, size_t size);
+KL_HIDDEN int kl_chk_canary_ok(const struct kl_heap *h, uintptr_t p, size_t size);
+KL_HIDDEN size_t kl_chk_small_len(uintptr_t p, size_t csize);
+KL_HIDDEN void kl_chk_small_set(const struct kl_heap *h, uintptr_t p, size_t csize, size_t size);
+KL_HIDDEN size_t kl_chk_hdr_canary(const struct kl_heap *h, const struct kl_blk *b);
+KL_HIDDEN int kl_chk_quarantined_ok(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
+KL_HIDDEN int kl_chk_is_quarantined(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
+KL_HIDDEN int kl_chk_header_ok(const struct kl_heap *h, const struct kl_seg *s,
+                               const struct kl_blk *b);
+KL_HIDDEN int kl_chk_state(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
+KL_HIDDEN void kl_chk_retire(struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
+KL_HIDDEN void kl_chk_quarantine(struct kl_heap *h, struct kl_op *op, const struct kl_blockinfo *bi,
+                                 uintptr_t p);
+KL_HIDDEN void kl_chk_quarantine_flush(struct kl_heap *h, struct kl_op *op);
+
 /* medium.c */
+KL_HIDDEN void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align);
 KL_HIDDEN void kl_fit_insert(struct kl_heap *h, struct kl_blk *b);
 KL_HIDDEN void kl_fit_remove(struct kl_heap *h, struct kl_blk *b);
 KL_HIDDEN void kl_fit_mapping(size_t size, unsigned *fl, unsigned *sl);

@@ -40,6 +40,8 @@ extern "C" {
 #define KEEL_ECORRUPT  (-4) /* heap metadata failed a consistency check */
 #define KEEL_EINVAL    (-5) /* bad argument (alignment, region, config) */
 #define KEEL_ENOMEM    (-6) /* the page source refused, or a region table is full */
+#define KEEL_EOVERFLOW (-7) /* checked mode: bytes past the block's end were written */
+#define KEEL_EUSEAFTER (-8) /* checked mode: a freed block was written after its free */
 
 /* Sizes the allocator is built around (see alloc/internal.h for the why). */
 #define KEEL_PAGE_SIZE    4096u
@@ -86,6 +88,29 @@ struct keel_lock {
 
 /* Heap flags (struct keel_config.flags). */
 #define KEEL_HEAP_NOLOCK 1u /* caller guarantees one thread at a time: no locking */
+/* Checked mode, for finding bugs in the program above the heap:
+ *  - a canary follows every block's last asked-for byte: keel_free returns
+ *    KEEL_EOVERFLOW (and leaves the block allocated) if even one byte of it
+ *    changed, and keel_check reports it; keel_usable_size is the size asked;
+ *  - freed memory is filled with poison, verified when it is handed out
+ *    again: a write after free is reported through config.report as
+ *    KEEL_EUSEAFTER and that memory is never handed out again;
+ *  - freed blocks wait in a bounded quarantine (KEEL_QUARANTINE_BLOCKS,
+ *    KEEL_QUARANTINE_BYTES) before they can be reused, so a dangling
+ *    pointer keeps hitting poison for a while; freeing one again is
+ *    KEEL_EDOUBLE;
+ *  - with a source that has protect, a large block ends right at an
+ *    inaccessible guard page (and starts after one), so running off its end
+ *    faults at once;
+ *  - medium headers carry a check code and the word before a block a
+ *    canary, so an underflow into the header is KEEL_ECORRUPT.
+ * Free-list links of small slots are stored encoded with a per-heap secret in
+ * every mode, so a corrupted link is reported, never followed. Default mode
+ * keeps the O(1) pointer checks and costs next to nothing; checked mode's
+ * cost is measured in README.md. */
+#define KEEL_HEAP_CHECKED      2u
+#define KEEL_QUARANTINE_BLOCKS 256
+#define KEEL_QUARANTINE_BYTES  ((size_t)4 << 20)
 
 struct keel_config {
 	const struct keel_source *source; /* may be NULL: a region-only heap */
@@ -93,14 +118,20 @@ struct keel_config {
 	unsigned flags;                   /* KEEL_HEAP_* */
 	size_t retain_bytes;              /* empty segments kept for reuse before they go back
 	                                     to the source; 0 selects KEEL_SEGMENT_SIZE */
+	/* Where a fault found outside a call that could return it goes (checked
+	 * mode's write after free, a corrupted free-list link): err is a KEEL_E*
+	 * code, p the block. May be NULL. Called with the heap lock held: it
+	 * must not call into the heap (it may abort). */
+	void (*report)(void *ctx, int err, const void *p);
+	void *report_ctx;
 };
 
 /* Caller-provided storage for a heap: no allocation is needed to create one.
  * Its contents are private; use only the functions below. */
 #define KEEL_HEAP_BYTES 12288
 struct keel_heap {
-	_Alignas(64) unsigned char opaque[KEEL_HEAP_BYTES];
-};
+	unsigned char opaque[KEEL_HEAP_BYTES];
+} __attribute__((aligned(64))); /* C and C++ alike (GCC, Clang) */
 
 /* Initialise heap with config (copied; the source and lock structs it points to
  * must outlive the heap). Returns 0 or KEEL_EINVAL (NULL heap/config, a source
@@ -252,8 +283,8 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * cache of the heap is recognised by a per-heap secret written into it. */
 #define KEEL_CACHE_BYTES 512
 struct keel_cache {
-	_Alignas(64) unsigned char opaque[KEEL_CACHE_BYTES];
-};
+	unsigned char opaque[KEEL_CACHE_BYTES];
+} __attribute__((aligned(64)));
 
 /* Attach cache to heap. Returns 0 or KEEL_EINVAL. From then on keel_trim
  * keeps the heap's registry nodes (keel_cache_free reads them unlocked). */

@@ -124,6 +124,12 @@ struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 	}
 	fit_split_tail(h, b, size);
 	b->head &= KL_B_SIZE_MASK | KL_B_PREV_FREE;
+	if (h->checked) { /* canaries in the words before this block and the next */
+		if (!(b->head & KL_B_PREV_FREE))
+			b->prev_size = kl_chk_hdr_canary(h, b);
+		struct kl_blk *n = kl_blk_next(b);
+		n->prev_size = kl_chk_hdr_canary(h, n);
+	}
 	return b;
 }
 
@@ -167,7 +173,7 @@ static size_t medium_block_size(size_t size)
 	return need;
 }
 
-static void medium_set_ask(struct kl_blk *b, size_t size, size_t align)
+void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align)
 {
 	size_t usable = kl_medium_usable(b);
 	size_t slack = usable - size;
@@ -190,7 +196,7 @@ void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 	struct kl_where w = kl_seg_find(h, (uintptr_t)kl_user_of(b));
 	KL_ASSERT(w.seg != NULL);
 	kl_bit_set(w.seg, (uintptr_t)kl_user_of(b));
-	medium_set_ask(b, size, align);
+	kl_medium_set_ask(b, size, align);
 	return kl_user_of(b);
 }
 
@@ -259,7 +265,7 @@ int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uint
 			b->head = (b->head & ~KL_B_SIZE_MASK) | need;
 			kl_fit_give(h, op, s, r);
 		}
-		medium_set_ask(b, size, align);
+		kl_medium_set_ask(b, size, align);
 		return 0;
 	}
 	struct kl_blk *n = kl_blk_next(b);
@@ -269,7 +275,7 @@ int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uint
 	h->medium_free_bytes -= kl_blk_size(n);
 	b->head = (b->head & ~KL_B_SIZE_MASK) | (cur + kl_blk_size(n));
 	fit_split_tail(h, b, need);
-	medium_set_ask(b, size, align);
+	kl_medium_set_ask(b, size, align);
 	return 0;
 }
 

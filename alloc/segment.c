@@ -109,8 +109,8 @@ struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p)
 		w.err = KEEL_ENOTOURS;
 		return w;
 	}
-	if (e == KL_REG_TOMB) {
-		w.err = (p & (KL_SEG - 1)) == 0 ? KEEL_EDOUBLE : KEEL_ENOTOURS;
+	if (e == KL_REG_TOMB) { /* where a large block started, freed since */
+		w.err = KEEL_EDOUBLE;
 		return w;
 	}
 	struct kl_seg *s = (struct kl_seg *)(e & ~(KL_REG_CONT | KL_REG_TOMB));
@@ -122,9 +122,7 @@ struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p)
 		w.err = KEEL_ENOTOURS;
 		return w;
 	}
-	w.seg = s;
-	if (e & KL_REG_CONT)
-		w.err = KEEL_EINTERIOR;
+	w.seg = s; /* a continuation entry: somewhere inside a large block */
 	return w;
 }
 
@@ -340,8 +338,61 @@ static struct kl_seg *large_from_cache(struct kl_heap *h, size_t bytes, size_t a
  * entry), the header in its last bytes.
  *   [user block ...................... | kl_seg]
  * *fresh says whether the block came straight from the source. */
+static void large_init(struct kl_heap *h, struct kl_seg *s, uintptr_t base, size_t bytes)
+{
+	if (!h->source.zeroed)
+		kl_memset(s, 0, sizeof(*s));
+	s->magic = KL_SEG_MAGIC ^ (uintptr_t)s;
+	s->heap = h;
+	s->base = base;
+	s->bytes = bytes;
+	s->kind = KL_SEG_LARGE;
+}
+
+/* Checked mode: the block ends right at an inaccessible page, and another
+ * comes first, the header on the page after it (alignments above a page put
+ * the block at the first aligned address past the header instead):
+ *   [guard | kl_seg ... | ...... block + canary | guard] */
+static void *large_alloc_checked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
+                                 int *fresh)
+{
+	size_t body = kl_align_up(size + KL_CANARY_BYTES, KL_GRAN);
+	size_t lead = align <= KL_PAGE ? 2 * KL_PAGE : align;
+	size_t bytes = lead + kl_align_up(body, KL_PAGE) + KL_PAGE;
+	if (bytes < size)
+		return NULL;
+	void *m = seg_map(h, op, bytes, align > KL_SEG ? align : KL_SEG);
+	if (!m)
+		return NULL;
+	uintptr_t base = (uintptr_t)m, tail = base + bytes - KL_PAGE;
+	struct kl_seg *s = (struct kl_seg *)(base + KL_PAGE);
+	large_init(h, s, base, bytes);
+	s->user = align <= KL_PAGE ? kl_align_down(tail - body, align) : base + lead;
+	s->usable = size;
+	if (reg_add(h, op, s, base, bytes) != 0) {
+		h->source_bytes -= bytes;
+		s->magic = 0;
+		kl_op_unmap(h, op, m, bytes);
+		return NULL;
+	}
+	seg_link(h, s);
+	if (h->source.protect && kl_op_protect(h, op, m, KL_PAGE, KEEL_PROT_NONE) == 0) {
+		if (kl_op_protect(h, op, (void *)tail, KL_PAGE, KEEL_PROT_NONE) == 0)
+			s->guarded = 1;
+		else
+			kl_op_protect(h, op, m, KL_PAGE, KEEL_PROT_RW);
+	}
+	*fresh = h->source.zeroed;
+	s->align_shift = (uint8_t)kl_fls(align);
+	s->requested = size;
+	h->nlarge++;
+	return (void *)s->user;
+}
+
 void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int *fresh)
 {
+	if (h->checked)
+		return large_alloc_checked(h, op, size, align, fresh);
 	size_t bytes = kl_align_up(size + KL_LARGE_HDR, KL_PAGE);
 	if (bytes < size)
 		return NULL;
@@ -354,13 +405,9 @@ void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t al
 		if (!m)
 			return NULL;
 		s = (struct kl_seg *)(void *)((char *)m + bytes - KL_LARGE_HDR);
-		if (!h->source.zeroed)
-			kl_memset(s, 0, sizeof(*s));
-		s->magic = KL_SEG_MAGIC ^ (uintptr_t)s;
-		s->heap = h;
-		s->base = (uintptr_t)m;
-		s->bytes = bytes;
-		s->kind = KL_SEG_LARGE;
+		large_init(h, s, (uintptr_t)m, bytes);
+		s->user = (uintptr_t)m;
+		s->usable = bytes - KL_LARGE_HDR;
 		if (reg_add(h, op, s, (uintptr_t)m, bytes) != 0) {
 			h->source_bytes -= bytes;
 			s->magic = 0;
@@ -378,7 +425,7 @@ void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t al
 
 size_t kl_large_usable(const struct kl_seg *s)
 {
-	return s->bytes - KL_LARGE_HDR;
+	return s->usable;
 }
 
 /* Unregister a large block, leaving a tombstone where it started, and hand
@@ -395,17 +442,22 @@ static void large_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 	}
 	void *base = (void *)s->base;
 	size_t bytes = s->bytes;
+	int guarded = s->guarded;
 	reg_remove(h, s->base, bytes, KL_REG_TOMB);
 	seg_unlink(h, s);
 	s->magic = 0;
 	h->source_bytes -= bytes;
-	kl_op_unmap(h, op, base, bytes);
+	if (guarded)
+		kl_op_unmap_guarded(h, op, base, bytes);
+	else
+		kl_op_unmap(h, op, base, bytes);
 }
 
 void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 {
 	h->nlarge--;
-	if (s->bytes > KL_LARGE_CACHE_BYTES / 2) {
+	/* checked mode gives it back at once: a dangling pointer then faults */
+	if (s->bytes > KL_LARGE_CACHE_BYTES / 2 || h->checked) {
 		large_release(h, op, s);
 		return;
 	}
@@ -415,7 +467,8 @@ void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 	h->nlarge_cached++;
 	h->large_cached_bytes += s->bytes;
 	/* over the limits: the oldest go back (the list is newest first) */
-	while (h->nlarge_cached > KL_LARGE_CACHE_MAX || h->large_cached_bytes > KL_LARGE_CACHE_BYTES) {
+	while (h->nlarge_cached > KL_LARGE_CACHE_MAX ||
+	       h->large_cached_bytes > KL_LARGE_CACHE_BYTES) {
 		struct kl_seg *old = h->large_cache;
 		while (old->park_next)
 			old = old->park_next;
@@ -481,8 +534,10 @@ int kl_seg_destroy_all(struct kl_heap *h)
 	while (s) {
 		struct kl_seg *next = s->next;
 		if (s->kind != KL_SEG_REGION) {
-			void *base = (void *)s->base;
+			char *base = (char *)s->base;
 			size_t bytes = s->bytes;
+			if (s->kind == KL_SEG_LARGE && s->guarded)
+				h->source.protect(h->source.ctx, base, bytes, KEEL_PROT_RW);
 			s->magic = 0;
 			e = h->source.unmap(h->source.ctx, base, bytes);
 			if (e && !err)

@@ -117,37 +117,103 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 	return r;
 }
 
+/* Is next, a link read from a free slot of r, a free slot of r? */
+static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_t next)
+{
+	uintptr_t off = next - run_base(r);
+	size_t i = kl_slot_index(h, r, off & 0xffff);
+	return off < KL_RUN && i * h->cls[r->cls - 1].size == off && i < r->bump &&
+	       !kl_bit_get(r->seg, next);
+}
+
+/* The free list of r is broken (a free slot was written after its free):
+ * it is not followed again. Its slots are kept out of use for good, counted
+ * as live blocks no one owns, so every invariant still holds. O(nslots),
+ * on the error path only. */
+static void run_abandon_list(struct kl_heap *h, struct kl_run *r)
+{
+	struct kl_class *c = &h->cls[r->cls - 1];
+	uintptr_t base = run_base(r);
+	size_t lost = 0;
+	for (size_t i = 0; i < r->bump; i++) {
+		uintptr_t p = base + i * c->size;
+		if (!kl_bit_get(r->seg, p)) {
+			kl_bit_set(r->seg, p);
+			lost++;
+		}
+	}
+	r->free = NULL;
+	r->nfree = (uint16_t)(r->nfree - lost);
+	h->small_free_bytes -= lost * c->size;
+	h->class_live[r->cls - 1] += lost;
+	for (size_t i = 0; i < lost; i++)
+		kl_count_alloc(h, c->size, c->size);
+}
+
+static void report(struct kl_heap *h, int err, uintptr_t p)
+{
+	if (h->config.report)
+		h->config.report(h->config.report_ctx, err, (const void *)p);
+}
+
+/* In checked mode a slot on a free list is poison but for its link word. */
+static int slot_poisoned(const struct kl_class *c, uintptr_t p)
+{
+	const unsigned char *b = (const unsigned char *)p;
+	for (size_t i = sizeof(void *); i < c->size; i++)
+		if (b[i] != KL_POISON)
+			return 0;
+	return 1;
+}
+
 /* A slot of class cls, or NULL if no run has one and no new run can be had
  * (without a new segment unless grow is set). aligned marks it as asked with
  * an alignment above 16, so realloc keeps that alignment: the bit of the
  * slot's second granule, unused otherwise, records it (classes of 32 bytes
- * and more). */
+ * and more). Free-list links are stored encoded (kl_link): a link that does
+ * not decode to a free slot of the run is reported and never followed. */
 void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned, int grow)
 {
 	struct kl_class *c = &h->cls[cls];
-	struct kl_run *r = c->partial;
-	if (KL_UNLIKELY(!r)) {
-		r = run_new(h, op, cls, grow);
-		if (!r)
-			return NULL;
+	for (;;) {
+		struct kl_run *r = c->partial;
+		if (KL_UNLIKELY(!r)) {
+			r = run_new(h, op, cls, grow);
+			if (!r)
+				return NULL;
+		}
+		uintptr_t p;
+		int reused = r->free != NULL;
+		if (reused) {
+			p = (uintptr_t)r->free;
+			uintptr_t next = kl_link(h, p, *(uintptr_t *)p);
+			if (KL_UNLIKELY(next && !run_link_ok(h, r, next))) {
+				report(h, KEEL_ECORRUPT, p);
+				next = 0;
+				r->free = NULL;
+				kl_bit_set(r->seg, p); /* p is handed out below */
+				run_abandon_list(h, r);
+				kl_bit_clear(r->seg, p);
+			}
+			r->free = (void *)next;
+		} else {
+			p = run_base(r) + (size_t)r->bump * c->size;
+			r->bump++;
+		}
+		if (--r->nfree == 0) {
+			run_unlink(&c->partial, r);
+			r->where = KL_RUN_FULL;
+		}
+		kl_bit_set(r->seg, p);
+		h->small_free_bytes -= c->size;
+		if (KL_UNLIKELY(h->checked) && reused && !slot_poisoned(c, p)) {
+			kl_chk_retire(h, r->seg, p); /* written after its free */
+			continue;
+		}
+		if (aligned)
+			kl_bit_set(r->seg, p + KL_GRAN);
+		return (void *)p;
 	}
-	uintptr_t p;
-	if (r->free) {
-		p = (uintptr_t)r->free;
-		r->free = *(void **)r->free;
-	} else {
-		p = run_base(r) + (size_t)r->bump * c->size;
-		r->bump++;
-	}
-	if (--r->nfree == 0) {
-		run_unlink(&c->partial, r);
-		r->where = KL_RUN_FULL;
-	}
-	kl_bit_set(r->seg, p);
-	if (aligned)
-		kl_bit_set(r->seg, p + KL_GRAN);
-	h->small_free_bytes -= c->size;
-	return (void *)p;
 }
 
 /* 0 if p is a live slot of run r in segment s, else the error a free gets. */
@@ -201,7 +267,7 @@ void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct
 	kl_bit_clear(s, p);
 	if (c->size > KL_GRAN)
 		kl_bit_clear(s, p + KL_GRAN);
-	*(void **)p = r->free;
+	*(uintptr_t *)p = kl_link(h, p, (uintptr_t)r->free);
 	r->free = (void *)p;
 	h->small_free_bytes += c->size;
 	if (r->nfree++ == 0) {

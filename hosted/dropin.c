@@ -3,7 +3,7 @@
  * page source, with a keel_cache per thread in initial-exec TLS, so the
  * common small malloc/free takes no lock. Nothing here allocates through
  * libc, so start-up, dlsym and thread creation cannot recurse into us.
- * KEEL_OPTIONS (comma-separated): abort (default) | warn, stats. */
+ * KEEL_OPTIONS (comma-separated): abort (default) | warn, stats, checked. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
@@ -21,7 +21,7 @@
 #define TLS    __thread __attribute__((tls_model("initial-exec")))
 
 static struct keel_heap heap;
-static int opt_warn, opt_stats;
+static int opt_warn, opt_stats, opt_checked;
 
 /* ---- the heap lock -----------------------------------------------------
  * A spinlock that yields the CPU after a short spin: with more threads than
@@ -74,21 +74,77 @@ enum { UNINIT, STARTING, READY };
 static int state;
 static pthread_key_t cache_key;
 
-/* A constructor, not the first malloc: ld.so may allocate before libc has
- * set up the environment, and libc's own constructors run before ours. */
-__attribute__((constructor)) static void parse_options(void)
+static void parse_options(const char *o, size_t len)
 {
-	const char *o = getenv("KEEL_OPTIONS"); /* reads environ, allocates nothing */
-	while (o && *o) {
-		size_t n = strcspn(o, ",");
-		if (n == 4 && !strncmp(o, "warn", 4))
+	while (len) {
+		size_t n = 0;
+		while (n < len && o[n] != ',')
+			n++;
+		if (n == 4 && !memcmp(o, "warn", 4))
 			opt_warn = 1;
-		else if (n == 5 && !strncmp(o, "abort", 5))
+		else if (n == 5 && !memcmp(o, "abort", 5))
 			opt_warn = 0;
-		else if (n == 5 && !strncmp(o, "stats", 5))
+		else if (n == 5 && !memcmp(o, "stats", 5))
 			opt_stats = 1;
-		o += n + (o[n] == ',');
+		else if (n == 7 && !memcmp(o, "checked", 7))
+			opt_checked = 1;
+		n += n < len;
+		o += n;
+		len -= n;
 	}
+}
+
+/* KEEL_OPTIONS from /proc/self/environ: the heap starts at the first malloc,
+ * which ld.so may make before libc has its environment, and the options
+ * (checked mode) must be known then. */
+static void read_options(void)
+{
+	static const char key[] = "KEEL_OPTIONS=";
+	char buf[4096];
+	size_t have = 0, keylen = sizeof key - 1;
+	int at_start = 1; /* buf[0] starts a variable */
+	long fd = sys_call2(SYS_open, (long)"/proc/self/environ", 0);
+	if (fd < 0)
+		return;
+	for (;;) {
+		long got = sys_call3(SYS_read, fd, (long)(buf + have), (long)(sizeof buf - have));
+		if (got <= 0)
+			break;
+		have += (size_t)got;
+		size_t i = 0, start = 0;
+		for (; i < have; i++) {
+			if (buf[i])
+				continue;
+			if (at_start && i - start >= keylen && !memcmp(buf + start, key, keylen)) {
+				parse_options(buf + start + keylen, i - start - keylen);
+				sys_call1(SYS_close, fd);
+				return;
+			}
+			at_start = 1;
+			start = i + 1;
+		}
+		/* keep the unfinished variable; one longer than buf is skipped */
+		if (start < have && start > 0) {
+			memmove(buf, buf + start, have - start);
+			have -= start;
+		} else if (start >= have) {
+			have = 0;
+		} else { /* start == 0 and buf full */
+			have = 0;
+			at_start = 0;
+		}
+	}
+	sys_call1(SYS_close, fd);
+}
+
+static void misuse(const char *fn, const void *p, int err);
+
+/* Checked mode's faults found on the way (a write after free): reported as a
+ * bad free is. Called with the heap lock held; misuse() takes no lock. */
+static void on_report(void *ctx, int err, const void *p)
+{
+	(void)ctx;
+	misuse("malloc", p, err);
 }
 
 static void thread_exit(void *cache);
@@ -102,7 +158,11 @@ static void start_slow(void)
 			sys_call0(SYS_sched_yield);
 		return;
 	}
-	struct keel_config cfg = { &keel_linux_source, &heap_lock, 0, 4 * KEEL_SEGMENT_SIZE };
+	read_options();
+	struct keel_config cfg = {
+		&keel_linux_source,    &heap_lock, opt_checked ? KEEL_HEAP_CHECKED : 0u,
+		4 * KEEL_SEGMENT_SIZE, on_report,  NULL
+	};
 	if (keel_heap_init(&heap, &cfg) != 0)
 		abort();
 	__atomic_store_n(&state, READY, __ATOMIC_RELEASE);

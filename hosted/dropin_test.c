@@ -249,12 +249,37 @@ static void plain_exit(void)
 	free(p);
 }
 
+/* Checked mode: one byte past the end, found by free. */
+static void overflow_by_one(void)
+{
+	char *p = malloc(40);
+	char *volatile launder = p; /* the compiler cannot see where q points */
+	volatile char *q = launder;
+	q[40] = 1;
+	free(p);
+}
+
+/* Checked mode: a write after free, found when the memory would come back. */
+static void write_after_free(void)
+{
+	char *p = malloc(100);
+	char *volatile launder = p;
+	free(p);
+	volatile char *q = launder;
+	q[50] = 1;
+	for (int i = 0; i < 5000; i++) {
+		void *volatile r = malloc(100);
+		free(r);
+	}
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
 } faults[] = {
-	{ "double_free", double_free }, { "double_free_medium", double_free_medium },
-	{ "stack_free", stack_free },   { "interior_free", interior_free },
+	{ "overflow_by_one", overflow_by_one }, { "write_after_free", write_after_free },
+	{ "double_free", double_free },         { "double_free_medium", double_free_medium },
+	{ "stack_free", stack_free },           { "interior_free", interior_free },
 	{ "plain_exit", plain_exit },
 };
 
@@ -277,7 +302,15 @@ static void misuse(void)
 		              strchr(err, '\n') == strrchr(err, '\n'),
 		      cases[i].name);
 	}
-	int st = child("double_free", "warn", err, sizeof err);
+	int st = child("overflow_by_one", "checked", err, sizeof err);
+	check(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && strstr(err, "write past the end"),
+	      "KEEL_OPTIONS=checked: a one-byte overflow is caught at free");
+	st = child("overflow_by_one", "", err, sizeof err);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "without checked mode it goes unseen");
+	st = child("write_after_free", "checked", err, sizeof err);
+	check(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && strstr(err, "after its free"),
+	      "KEEL_OPTIONS=checked: a write after free is caught when the memory comes back");
+	st = child("double_free", "warn", err, sizeof err);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(err, "double free"),
 	      "KEEL_OPTIONS=warn reports and goes on");
 	st = child("plain_exit", "stats", err, sizeof err);

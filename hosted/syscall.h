@@ -6,7 +6,10 @@
 #define KEEL_HOSTED_SYSCALL_H
 
 /* System call numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+#define SYS_read       0
 #define SYS_write      1
+#define SYS_open       2
+#define SYS_close      3
 #define SYS_mmap       9
 #define SYS_mprotect   10
 #define SYS_munmap     11
