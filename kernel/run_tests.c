@@ -16,10 +16,17 @@ static long foreign_slot;
 static int timing; /* keel.timing=1: a "# N ms" line before each result */
 static int fault_pf; /* keel.fault=pf (tests/qemu selfcheck) */
 
+/* 1 if the n bytes at s begin with prefix. */
+static int starts(const char *s, size_t n, const char *prefix)
+{
+	size_t len = kstrlen(prefix);
+	return n >= len && !memcmp(s, prefix, len);
+}
+
 void t_env_write(const char *s, size_t n)
 {
 	char buf[32];
-	if (plan_extra && n > 3 && !kstrncmp(s, "1..", 3)) {
+	if (plan_extra && starts(s, n, "1..")) {
 		/* t_run_all's plan, widened by the kernel's cases */
 		unsigned plan = 0;
 		for (size_t i = 3; i < n && s[i] >= '0' && s[i] <= '9'; i++)
@@ -31,12 +38,13 @@ void t_env_write(const char *s, size_t n)
 	}
 	static uint64_t last;
 	static unsigned nresults;
-	if (fault_pf && (!kstrncmp(s, "ok", 2) || !kstrncmp(s, "not ok", 6))) {
+	int is_result = starts(s, n, "ok ") || starts(s, n, "not ok ");
+	if (fault_pf && is_result) {
 		/* keel.fault=pf: an unexpected page fault after the third result */
 		if (++nresults == 4)
 			*(volatile char *)(HEAP_BASE + HEAP_BYTES) = 1;
 	}
-	if (timing && (!kstrncmp(s, "ok", 2) || !kstrncmp(s, "not ok", 6))) {
+	if (timing && is_result) {
 		uint64_t now = rdtsc();
 		kprintf("# %lu ms\n", (unsigned long)((now - last) / (tsc_hz() / 1000 + 1)));
 		last = now;
