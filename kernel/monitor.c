@@ -156,6 +156,10 @@ static void cmd_free(int argc, char **argv)
 		kprintf("free: bad address '%s'\n", argv[1]);
 		return;
 	}
+	if (!a) {
+		kprintf("free: NULL: nothing to free\n");
+		return;
+	}
 	int rc = keel_free(&mon->heap, (void *)a);
 	if (rc)
 		kprintf("free: %p: %s; nothing changed\n", (void *)a, keel_strerror(rc));
