@@ -81,9 +81,15 @@ static void report(struct kl_heap *h, int err, uintptr_t p)
 		h->config.report(h->config.report_ctx, err, (const void *)p);
 }
 
-static int all_poison(uintptr_t from, uintptr_t to)
+/* Is [from, to) all poison? from is 8-byte aligned (blocks start on 16). */
+int kl_chk_all_poison(uintptr_t from, uintptr_t to)
 {
-	for (const unsigned char *b = (const unsigned char *)from; (uintptr_t)b < to; b++)
+	const uint64_t word = 0x0101010101010101ull * KL_POISON;
+	const uint64_t *w = (const uint64_t *)from;
+	for (; (uintptr_t)(w + 1) <= to; w++)
+		if (*w != word)
+			return 0;
+	for (const unsigned char *b = (const unsigned char *)w; (uintptr_t)b < to; b++)
 		if (*b != KL_POISON)
 			return 0;
 	return 1;
@@ -93,15 +99,15 @@ static int all_poison(uintptr_t from, uintptr_t to)
 int kl_chk_quarantined_ok(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p)
 {
 	if (s->kind == KL_SEG_LARGE) /* behind its guards it cannot be written */
-		return s->guarded || all_poison(p, p + s->usable);
+		return s->guarded || kl_chk_all_poison(p, p + s->usable);
 	const struct kl_run *r = kl_run_of(s, p);
 	if (r->cls) {
 		size_t csize = h->cls[r->cls - 1].size;
-		return all_poison(p, p + sizeof(uintptr_t)) &&
-		       all_poison(p + 2 * sizeof(uintptr_t), p + csize);
+		return kl_chk_all_poison(p, p + sizeof(uintptr_t)) &&
+		       kl_chk_all_poison(p + 2 * sizeof(uintptr_t), p + csize);
 	}
 	const struct kl_blk *b = kl_blk_of((void *)p);
-	return all_poison(p, p + kl_medium_usable(b));
+	return kl_chk_all_poison(p, p + kl_medium_usable(b));
 }
 
 /* What the live-looking block at p (its bit set) is: KL_CHK_LIVE, or

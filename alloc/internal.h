@@ -428,6 +428,7 @@ KL_HIDDEN void kl_chk_small_set(const struct kl_heap *h, uintptr_t p, size_t csi
 KL_HIDDEN size_t kl_chk_hdr_canary(const struct kl_heap *h, const struct kl_blk *b);
 KL_HIDDEN int kl_chk_quarantined_ok(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
 KL_HIDDEN int kl_chk_is_quarantined(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
+KL_HIDDEN int kl_chk_all_poison(uintptr_t from, uintptr_t to);
 KL_HIDDEN int kl_chk_header_ok(const struct kl_heap *h, const struct kl_seg *s,
                                const struct kl_blk *b);
 KL_HIDDEN int kl_chk_state(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);

@@ -159,11 +159,7 @@ static void report(struct kl_heap *h, int err, uintptr_t p)
 /* In checked mode a slot on a free list is poison but for its link word. */
 static int slot_poisoned(const struct kl_class *c, uintptr_t p)
 {
-	const unsigned char *b = (const unsigned char *)p;
-	for (size_t i = sizeof(void *); i < c->size; i++)
-		if (b[i] != KL_POISON)
-			return 0;
-	return 1;
+	return kl_chk_all_poison(p + sizeof(void *), p + c->size);
 }
 
 /* A slot of class cls, or NULL if no run has one and no new run can be had
