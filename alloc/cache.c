@@ -4,12 +4,13 @@
  * The core gives the object; the environment decides who owns it. */
 #include "internal.h"
 
-/* A class's stack holds at most 8 KiB of slots (and 8 to 64 of them): a
- * thread's cache stays under 160 KiB whatever it frees. */
+/* A class's stack holds at most 16 KiB of slots (and 16 to 128 of them): a
+ * thread's cache stays under 320 KiB whatever it frees, and a thread that
+ * frees and allocates in turn goes to the heap's lock once per half stack. */
 static uint32_t bin_max(size_t size)
 {
-	size_t n = 8192 / size;
-	return (uint32_t)(n < 8 ? 8 : n > 64 ? 64 : n);
+	size_t n = 16384 / size;
+	return (uint32_t)(n < 16 ? 16 : n > 128 ? 128 : n);
 }
 
 static struct kl_cache *cache_of(struct keel_cache *c)
@@ -51,19 +52,24 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size)
 		kl_op_end(h, &op);
 		return p;
 	}
-	kl_count_alloc(h, csize, csize);
-	h->class_live[cls]++;
-	for (uint32_t n = b->max / 2; n > 0; n--) {
+	size_t got = 1;
+	for (uint32_t n = b->max / 2; n > 0; n--, got++) {
 		void **s = kl_small_alloc(h, &op, cls, 0, 0);
 		if (!s)
 			break;
-		kl_count_alloc(h, csize, csize);
-		h->class_live[cls]++;
 		s[0] = (void *)kl_link(h, (uintptr_t)s, (uintptr_t)b->head);
 		s[1] = (void *)c->secret;
 		b->head = s;
 		b->count++;
 	}
+	/* the batch counts as live blocks, as kl_count_alloc would one by one */
+	h->in_use_bytes += got * csize;
+	h->requested_bytes += got * csize;
+	if (h->in_use_bytes > h->peak_in_use)
+		h->peak_in_use = h->in_use_bytes;
+	h->live_blocks += got;
+	h->alloc_count += got;
+	h->class_live[cls] += got;
 	kl_op_end(h, &op);
 	return p;
 }
@@ -104,11 +110,14 @@ void *keel_cache_malloc(struct keel_cache *cache, size_t size)
 	return keel_malloc((struct keel_heap *)(void *)c->heap, size);
 }
 
-/* Give n slots from the top of bin cls back to the heap, lock held. */
+/* Give n slots from the top of bin cls back to the heap, lock held. Each
+ * was checked live when it came in and has been the cache's since, so it
+ * goes straight back to its run. */
 static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint32_t n)
 {
 	struct kl_heap *h = c->heap;
 	struct kl_bin *b = &c->bins[cls];
+	size_t csize = h->cls[cls].size, gone = 0;
 	while (n-- && b->head) {
 		void **s = b->head;
 		if (s[1] != (void *)c->secret) { /* as cache_bin_broken, lock held */
@@ -121,13 +130,17 @@ static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint
 		b->head = (void **)kl_link(h, (uintptr_t)s, (uintptr_t)s[0]);
 		b->count--;
 		s[1] = NULL; /* K1: the slot leaves the cache */
-		struct kl_blockinfo bi;
-		int err = kl_locate(h, (uintptr_t)s, &bi);
-		KL_ASSERT(err == 0 && bi.kind == KEEL_KIND_SMALL);
-		if (err)
-			continue; /* not reachable: the slot was checked when cached */
-		kl_free_locked(h, op, (uintptr_t)s, &bi);
+		struct kl_seg *seg = kl_seg_find(h, (uintptr_t)s).seg;
+		KL_ASSERT(seg &&
+		          kl_small_is_live(h, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s));
+		kl_small_free(h, op, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s);
+		gone++;
 	}
+	h->in_use_bytes -= gone * csize;
+	h->requested_bytes -= gone * csize;
+	h->live_blocks -= gone;
+	h->free_count += gone;
+	h->class_live[cls] -= gone;
 }
 
 int keel_cache_free(struct keel_cache *cache, void *ptr)

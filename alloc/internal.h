@@ -407,7 +407,6 @@ struct kl_where {
 	struct kl_seg *seg; /* NULL: not ours */
 	int err;            /* 0, or the KEEL_E* a free of p would get */
 };
-KL_HIDDEN struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p);
 KL_HIDDEN int kl_seg_grow(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
@@ -418,7 +417,6 @@ KL_HIDDEN void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg 
 KL_HIDDEN size_t kl_large_usable(const struct kl_seg *s);
 KL_HIDDEN void kl_seg_trim(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN int kl_seg_destroy_all(struct kl_heap *h);
-KL_HIDDEN uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p);
 
 /* checked.c */
 KL_HIDDEN void kl_chk_canary_set(const struct kl_heap *h, uintptr_t p, size_t size);
@@ -455,7 +453,6 @@ KL_HIDDEN size_t kl_medium_largest(const struct kl_heap *h);
 
 /* small.c */
 KL_HIDDEN void kl_small_init(struct kl_heap *h);
-KL_HIDDEN unsigned kl_small_class(size_t size);
 KL_HIDDEN int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align);
 KL_HIDDEN void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned,
                                int grow);
@@ -464,12 +461,101 @@ KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
 KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,
                              struct kl_run *r, uintptr_t p);
 KL_HIDDEN void kl_small_trim(struct kl_heap *h, struct kl_op *op);
-KL_HIDDEN int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s,
-                               const struct kl_run *r, uintptr_t p);
 KL_HIDDEN int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p);
-KL_HIDDEN struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p);
-KL_HIDDEN size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off);
 
 /* check.c: keel_check and keel_walk only. */
+
+/* ---- the hot lookups, inline everywhere --------------------------------- */
+
+static inline size_t kl_reg_key(uintptr_t p)
+{
+	return (size_t)((p & (((uintptr_t)1 << 48) - 1)) >> KL_SEG_SHIFT);
+}
+
+static inline uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p)
+{
+	size_t k = kl_reg_key(p);
+	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+	if (!mid)
+		return 0;
+	uintptr_t *leaf = mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
+	if (!leaf)
+		return 0;
+	return leaf[k & (KL_REG_NODE - 1)];
+}
+
+/* The segment or region p lies in, as far as the heap can tell without
+ * touching p: regions first (at most KEEL_MAX_REGIONS), then the registry.
+ * A continuation entry gives the large block p is inside (its caller sees
+ * that p is not the block's start). */
+static inline struct kl_where kl_seg_find(const struct kl_heap *h, uintptr_t p)
+{
+	struct kl_where w = { NULL, 0 };
+	for (unsigned i = 0; i < h->nregions; i++) {
+		struct kl_seg *s = h->regions[i];
+		if (p - s->base < s->bytes) {
+			w.seg = s;
+			return w;
+		}
+	}
+	uintptr_t e = kl_reg_get(h, p);
+	if (!e) {
+		w.err = KEEL_ENOTOURS;
+		return w;
+	}
+	if (e == KL_REG_TOMB) { /* where a large block started, freed since */
+		w.err = KEEL_EDOUBLE;
+		return w;
+	}
+	struct kl_seg *s = (struct kl_seg *)(e & ~(KL_REG_CONT | KL_REG_TOMB));
+	if (s->magic != (KL_SEG_MAGIC ^ (uintptr_t)s) || s->heap != h)
+		w.err = KEEL_ECORRUPT;
+	else if (p - s->base >= s->bytes) /* past a large block, in its last chunk */
+		w.err = KEEL_ENOTOURS;
+	else
+		w.seg = s;
+	return w;
+}
+
+/* The size class of a small request: 16-byte steps to 128, then four per
+ * power of two (small.c has the table). */
+static inline unsigned kl_small_class(size_t size)
+{
+	if (size <= 128)
+		return size ? (unsigned)((size + 15) >> 4) - 1 : 0;
+	unsigned f = kl_fls(size - 1);
+	return 8 + (f - 7) * 4 + (unsigned)(((size - 1) >> (f - 2)) & 3);
+}
+
+static inline struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p)
+{
+	return &s->runs[(p - s->cbase) >> KL_RUN_SHIFT];
+}
+
+static inline uintptr_t kl_run_base(const struct kl_run *r)
+{
+	return r->seg->cbase + ((size_t)(r - r->seg->runs) << KL_RUN_SHIFT);
+}
+
+/* off / size for a slot offset within a run, by multiply and shift: exact
+ * for off < 2^14 because recip errs by less than 2^-18 of a slot. */
+static inline size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off)
+{
+	return (size_t)(((uint64_t)off * h->cls[r->cls - 1].recip) >> 32);
+}
+
+/* Is p a live slot of run r (p inside r's chunk)? Reads only what stays put
+ * while a slot of the run is live (class, segment, slot count, p's own
+ * bit), so it needs no lock when p is live; any other answer is settled
+ * under the lock. */
+static inline int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s,
+                                   const struct kl_run *r, uintptr_t p)
+{
+	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
+		return 0;
+	uintptr_t off = (p - s->cbase) & (KL_RUN - 1);
+	size_t i = kl_slot_index(h, r, off);
+	return i * h->cls[r->cls - 1].size == off && i < r->nslots && kl_bit_get(s, p);
+}
 
 #endif

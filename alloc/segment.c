@@ -4,29 +4,10 @@
  * map over the address space, tells in O(1) whether a pointer is ours. */
 #include "internal.h"
 
-#define REG_MASK48 (((uintptr_t)1 << 48) - 1)
-
-static size_t reg_key(uintptr_t p)
-{
-	return (size_t)((p & REG_MASK48) >> KL_SEG_SHIFT);
-}
-
-uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p)
-{
-	size_t k = reg_key(p);
-	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-	if (!mid)
-		return 0;
-	uintptr_t *leaf = mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
-	if (!leaf)
-		return 0;
-	return leaf[k & (KL_REG_NODE - 1)];
-}
-
 /* The leaf slot for p, or NULL if its nodes are not there. */
 static uintptr_t *reg_find_slot(const struct kl_heap *h, uintptr_t p)
 {
-	size_t k = reg_key(p);
+	size_t k = kl_reg_key(p);
 	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
 	if (!mid)
 		return NULL;
@@ -59,7 +40,7 @@ static int reg_node_ensure(struct kl_heap *h, struct kl_op *op, void **at)
 /* Make the nodes for p's entry; 0 or -1. */
 static int reg_prepare(struct kl_heap *h, struct kl_op *op, uintptr_t p)
 {
-	size_t k = reg_key(p);
+	size_t k = kl_reg_key(p);
 	uintptr_t ***mid = &h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
 	if (reg_node_ensure(h, op, (void **)mid) != 0)
 		return -1;
@@ -92,38 +73,6 @@ static void reg_remove(struct kl_heap *h, uintptr_t base, size_t bytes, uintptr_
 {
 	for (uintptr_t a = base; a < base + bytes; a += KL_SEG)
 		*reg_find_slot(h, a) = a == base ? first : 0;
-}
-
-struct kl_where kl_seg_find(struct kl_heap *h, uintptr_t p)
-{
-	struct kl_where w = { NULL, 0 };
-	for (unsigned i = 0; i < h->nregions; i++) {
-		struct kl_seg *s = h->regions[i];
-		if (p - s->base < s->bytes) {
-			w.seg = s;
-			return w;
-		}
-	}
-	uintptr_t e = kl_reg_get(h, p);
-	if (!e) {
-		w.err = KEEL_ENOTOURS;
-		return w;
-	}
-	if (e == KL_REG_TOMB) { /* where a large block started, freed since */
-		w.err = KEEL_EDOUBLE;
-		return w;
-	}
-	struct kl_seg *s = (struct kl_seg *)(e & ~(KL_REG_CONT | KL_REG_TOMB));
-	if (s->magic != (KL_SEG_MAGIC ^ (uintptr_t)s) || s->heap != h) {
-		w.err = KEEL_ECORRUPT;
-		return w;
-	}
-	if (p - s->base >= s->bytes) { /* past a large block, in its last chunk */
-		w.err = KEEL_ENOTOURS;
-		return w;
-	}
-	w.seg = s; /* a continuation entry: somewhere inside a large block */
-	return w;
 }
 
 static void seg_link(struct kl_heap *h, struct kl_seg *s)

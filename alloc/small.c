@@ -23,14 +23,6 @@ void kl_small_init(struct kl_heap *h)
 	}
 }
 
-unsigned kl_small_class(size_t size)
-{
-	if (size <= 128)
-		return size ? (unsigned)((size + 15) >> 4) - 1 : 0;
-	unsigned f = kl_fls(size - 1);
-	return 8 + (f - 7) * 4 + (unsigned)(((size - 1) >> (f - 2)) & 3);
-}
-
 /* The smallest class holding size whose slots are all aligned to align (slot
  * i sits at chunk + i * size, so the size must be a multiple of align), or -1. */
 int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align)
@@ -45,23 +37,6 @@ int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align)
 		if ((h->cls[c].size & (align - 1)) == 0)
 			return (int)c;
 	return -1;
-}
-
-struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p)
-{
-	return &s->runs[(p - s->cbase) >> KL_RUN_SHIFT];
-}
-
-static uintptr_t run_base(const struct kl_run *r)
-{
-	return r->seg->cbase + ((size_t)(r - r->seg->runs) << KL_RUN_SHIFT);
-}
-
-/* off / size for a slot offset within a run, by multiply and shift: exact
- * for off < 2^14 because recip errs by less than 2^-18 of a slot. */
-size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off)
-{
-	return (size_t)(((uint64_t)off * h->cls[r->cls - 1].recip) >> 32);
 }
 
 static void run_unlink(struct kl_run **list, struct kl_run *r)
@@ -120,7 +95,7 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 /* Is next, a link read from a free slot of r, a free slot of r? */
 static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_t next)
 {
-	uintptr_t off = next - run_base(r);
+	uintptr_t off = next - kl_run_base(r);
 	size_t i = kl_slot_index(h, r, off & 0xffff);
 	return off < KL_RUN && i * h->cls[r->cls - 1].size == off && i < r->bump &&
 	       !kl_bit_get(r->seg, next);
@@ -133,7 +108,7 @@ static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_
 static void run_abandon_list(struct kl_heap *h, struct kl_run *r)
 {
 	struct kl_class *c = &h->cls[r->cls - 1];
-	uintptr_t base = run_base(r);
+	uintptr_t base = kl_run_base(r);
 	size_t lost = 0;
 	for (size_t i = 0; i < r->bump; i++) {
 		uintptr_t p = base + i * c->size;
@@ -193,7 +168,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 			}
 			r->free = (void *)next;
 		} else {
-			p = run_base(r) + (size_t)r->bump * c->size;
+			p = kl_run_base(r) + (size_t)r->bump * c->size;
 			r->bump++;
 		}
 		if (--r->nfree == 0) {
@@ -218,26 +193,13 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 {
 	if (r->cls > KL_NCLASSES || r->nfree > r->nslots || r->bump > r->nslots || r->seg != s)
 		return KEEL_ECORRUPT;
-	uintptr_t off = p - run_base(r);
+	uintptr_t off = p - kl_run_base(r);
 	size_t i = kl_slot_index(h, r, off);
 	if (i * h->cls[r->cls - 1].size != off || i >= r->nslots)
 		return KEEL_EINTERIOR;
 	if (!kl_bit_get(s, p))
 		return i < r->bump ? KEEL_EDOUBLE : KEEL_EINTERIOR;
 	return 0;
-}
-
-/* Is p a live slot of run r? Reads only what stays put while a slot of the
- * run is live (class, segment, slot count, p's own bit), so it needs no
- * lock when p is live; any other answer is settled under the lock. */
-int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s, const struct kl_run *r,
-                     uintptr_t p)
-{
-	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
-		return 0;
-	uintptr_t off = p - run_base(r);
-	size_t i = kl_slot_index(h, r, off);
-	return i * h->cls[r->cls - 1].size == off && i < r->nslots && kl_bit_get(s, p);
 }
 
 int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p)
@@ -249,7 +211,7 @@ int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr
 /* Give run r back to the medium blocks it came from. */
 static void run_release(struct kl_heap *h, struct kl_op *op, struct kl_run *r)
 {
-	uintptr_t u = run_base(r);
+	uintptr_t u = kl_run_base(r);
 	struct kl_blk *b = kl_blk_of((void *)u);
 	r->cls = 0;
 	b->head &= ~KL_B_RUN;

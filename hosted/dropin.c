@@ -160,8 +160,11 @@ static void start_slow(void)
 	}
 	read_options();
 	struct keel_config cfg = {
-		&keel_linux_source,    &heap_lock, opt_checked ? KEEL_HEAP_CHECKED : 0u,
-		4 * KEEL_SEGMENT_SIZE, on_report,  NULL
+		.source = &keel_linux_source,
+		.lock = &heap_lock,
+		.flags = opt_checked ? KEEL_HEAP_CHECKED : 0u,
+		.retain_bytes = 4 * KEEL_SEGMENT_SIZE,
+		.report = on_report,
 	};
 	if (keel_heap_init(&heap, &cfg) != 0)
 		abort();

@@ -174,7 +174,7 @@ static void *run(void *arg)
 int main(int argc, char **argv)
 {
 	long ops = argc > 1 ? atol(argv[1]) : 1000000;
-	struct keel_config cfg = { &keel_linux_source, &lock_hooks, 0, 0 };
+	struct keel_config cfg = { .source = &keel_linux_source, .lock = &lock_hooks };
 	int n = 0, failed = 0;
 	printf("1..5\n");
 	if (keel_heap_init(&heap, &cfg) != 0) {
