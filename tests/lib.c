@@ -219,7 +219,7 @@ static void *ts_map(void *ctx, size_t bytes, size_t align)
 {
 	struct t_source *ts = ctx;
 	long call = (long)ts->map_calls++;
-	if (ts->fail_at >= 0 && call >= ts->fail_at) {
+	if ((ts->fail_at >= 0 && call >= ts->fail_at) || call == ts->fail_only) {
 		ts->failed_maps++;
 		return NULL;
 	}
@@ -292,6 +292,7 @@ void t_source_init(struct t_source *ts, const struct keel_source *base)
 	ts->maps = ts->unmaps = ts->protects = 0;
 	ts->map_calls = ts->failed_maps = 0;
 	ts->fail_at = -1;
+	ts->fail_only = -1;
 	ts->bad_unmaps = 0;
 	ts->unmap_error = 0;
 	ts->quiet = 0;
@@ -339,6 +340,18 @@ int t_check_heap(struct t *t, struct keel_heap *heap, const char *file, int line
 
 static struct t_aux aux_heaps[T_AUX_MAX];
 
+/* config.report of every aux heap: called with the heap lock held, so it
+ * only records. */
+static void aux_report(void *ctx, int err, const void *p)
+{
+	struct t_aux *a = ctx;
+	if (a->nreports < T_AUX_REPORTS) {
+		a->reports[a->nreports].err = err;
+		a->reports[a->nreports].p = p;
+	}
+	a->nreports++;
+}
+
 struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
                          unsigned flags, size_t retain_bytes)
 {
@@ -356,6 +369,9 @@ struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const stru
 		a->config.lock = lock;
 		a->config.flags = flags;
 		a->config.retain_bytes = retain_bytes;
+		a->config.report = aux_report;
+		a->config.report_ctx = a;
+		a->nreports = 0;
 		int rc = keel_heap_init(&a->heap, &a->config);
 		if (rc != 0) {
 			t_diag("  t_aux_open: keel_heap_init = %d", rc);
@@ -375,6 +391,12 @@ int t_aux_close(struct t *t, struct t_aux *a)
 	if (!a || !a->is_open)
 		return 0;
 	a->is_open = 0;
+	if (a->nreports != 0) {
+		t_diag("  aux heap: %u reports the case did not take, the first %d at %p",
+		       a->nreports, a->reports[0].err, a->reports[0].p);
+		t_fail(t, __FILE__, __LINE__, "no unexpected config.report call");
+		ok = 0;
+	}
 	ok &= t_check_heap(t, &a->heap, __FILE__, __LINE__);
 	int rc = keel_heap_destroy(&a->heap);
 	if (rc != 0) {

@@ -20,6 +20,7 @@ struct t_source {
 	size_t live_maps, live_bytes, peak_bytes;
 	size_t maps, unmaps, protects;
 	long fail_at;       /* the map call (0-based count) from which maps fail; -1 never */
+	long fail_only;     /* the one map call (0-based count) that fails; -1 none */
 	int bad_unmaps;     /* unmaps of ranges this source never mapped */
 	size_t map_calls;   /* every call to map, refused ones included */
 	size_t failed_maps; /* maps refused (fail_at, base failure or a full table) */
@@ -48,19 +49,29 @@ struct t {
 /* A second heap a case may open (over its own counting source, or with no
  * source at all for a region heap). The runner closes every aux heap still
  * open after the case, with the same checks as for the main heap. */
-#define T_AUX_MAX 2
+#define T_AUX_MAX     2
+#define T_AUX_REPORTS 8 /* config.report calls kept per aux heap; more are only counted */
 struct t_aux {
 	struct keel_heap heap;
 	struct t_source src;
 	struct keel_config config;
 	int is_open;
+	/* Every aux heap's config.report records here (err, p) in call order. */
+	unsigned nreports;
+	struct {
+		int err;
+		const void *p;
+	} reports[T_AUX_REPORTS];
 };
 /* base NULL: a region-only heap (config.source NULL). Returns NULL (and fails
- * the case) if no slot is free or keel_heap_init refuses. */
+ * the case) if no slot is free or keel_heap_init refuses. The heap's
+ * config.report is a recorder filling nreports/reports. */
 struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
                          unsigned flags, size_t retain_bytes);
-/* keel_check, keel_heap_destroy, then the source's live maps/bytes and bad
- * unmaps must be zero. Returns 1 if all held (each miss is a failed check). */
+/* No report left (a case takes the reports it expects by setting nreports
+ * back to 0), keel_check, keel_heap_destroy, then the source's live
+ * maps/bytes and bad unmaps must be zero. Returns 1 if all held (each miss
+ * is a failed check). */
 int t_aux_close(struct t *t, struct t_aux *aux);
 
 /* keel_check(heap) == 0, printing the fault as a diag if not. Returns 1 if clean. */
@@ -127,6 +138,8 @@ extern const struct t_case heap_cases[];       /* heap.c: init and lock hooks */
 extern const struct t_case introspect_cases[]; /* introspect.c: stats, walk, check, strerror */
 extern const struct t_case random_cases[];     /* random.c: random ops against a shadow model */
 extern const struct t_case cache_cases[];      /* cache.c: keel_cache, the per-thread front end */
+extern const struct t_case misuse_cases[];     /* misuse.c: each fault, default and checked mode */
+extern const struct t_case inject_cases[];     /* inject.c: a map refused at each call in turn */
 
 /* Run every case of every suite, printing TAP through t_env_write.
  * Returns the number of failed cases. passed/failed may be NULL. */
