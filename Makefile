@@ -13,7 +13,7 @@ CFLAGS_CORE := -std=c11 -O2 -g $(WARN) -ffreestanding -fno-builtin -nostdlib \
                -mgeneral-regs-only -fno-stack-protector -MMD -MP
 
 CORE_SRCS := $(wildcard alloc/*.c)
-TEST_SRCS := $(wildcard tests/*.c)
+TEST_SRCS := $(filter-out tests/fuzz.c,$(wildcard tests/*.c)) # fuzz.c: see hardening
 
 .PHONY: all test run bench iso clean help deps
 all:
@@ -53,7 +53,8 @@ hosted_ld_asan := $(SAN)
 
 # Freestanding in every home; run_tests.c and demo.c get the home's libc flags.
 HOSTED_FREE_SRCS := $(CORE_SRCS) $(TEST_SRCS) hosted/source_linux.c hosted/seed_glue.c
-HOSTED_LIBC_SRCS := hosted/run_tests.c hosted/demo.c hosted/stress.c hosted/dropin_test.c
+HOSTED_LIBC_SRCS := hosted/run_tests.c hosted/demo.c hosted/stress.c hosted/dropin_test.c \
+                    hosted/guard_test.c
 
 HOSTED_OBJS := # simple, so each home's += below expands H at once
 # $(call hosted_home,NAME): the rules of build/hosted-NAME/.
@@ -405,6 +406,56 @@ $(BUILD)/test/bench.tap: $(BUILD)/bench/bench FORCE
 	$(call say,TEST,$@)
 	$(Q)scripts/tap-run -t 120 $@ scripts/bench --tap
 
+# ---- hardening --------------------------------------------------------------
+# Issue 7's suites beyond the shared cases (tests/misuse.c and tests/inject.c
+# are in TEST_SRCS, so every runner has them):
+#   guard  hosted/guard_test.c: a checked heap's large blocks sit between guard
+#          pages; a child process steps off either end and must die of SIGSEGV.
+#   fuzz   tests/fuzz.c under libFuzzer for FUZZ_TEST_SECS (60) seconds from
+#          the seed corpus tests/fuzz-corpus/; ok iff nothing is found. The
+#          core and the Linux source are built with clang, coverage feedback,
+#          ASan+UBSan and KEEL_DEBUG=2 (build/fuzz/).
+# make fuzz: the same for FUZZ_SECS (default 300) seconds; the corpus grows in
+# build/fuzz/corpus/, a finding is saved as build/fuzz/crash-* (replay it:
+# build/fuzz/fuzz build/fuzz/crash-...).
+FZ := $(BUILD)/fuzz
+FUZZ_SECS ?= 300
+FUZZ_TEST_SECS ?= 60
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CORE_FLAGS := $(filter-out -O2,$(CFLAGS_CORE)) -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+                   -DKEEL_DEBUG=2 -include hosted/keel_assert.h
+FUZZ_FREE_SRCS := $(CORE_SRCS) hosted/source_linux.c
+FUZZ_OBJS := $(FUZZ_FREE_SRCS:%.c=$(FZ)/%.o) $(FZ)/tests/fuzz.o
+$(FUZZ_FREE_SRCS:%.c=$(FZ)/%.o): $(FZ)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CLANG) $(FUZZ_CORE_FLAGS) -c $< -o $@
+$(FZ)/tests/fuzz.o: tests/fuzz.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CLANG) $(FUZZ_CORE_FLAGS) -c $< -o $@
+$(FZ)/fuzz: $(FUZZ_OBJS)
+	$(call say,LD,$@)
+	$(Q)$(CLANG) $(FUZZ_SAN) -fsanitize=fuzzer $^ -o $@
+fuzz: $(FZ)/fuzz
+	$(Q)scripts/fuzz-run $(FZ)/fuzz $(FUZZ_SECS) tests/fuzz-corpus $(FZ)
+
+$(HG)/guard_test: $(HG)/hosted/guard_test.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
+.PHONY: fuzz
+
+TAP_SUITES += guard fuzz
+$(BUILD)/test/guard.tap: $(HG)/guard_test FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 60 $@ $<
+$(BUILD)/test/fuzz.tap: $(FZ)/fuzz FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t $$(($(FUZZ_TEST_SECS) + 120)) $@ scripts/fuzz-run --tap $< \
+		$(FUZZ_TEST_SECS) tests/fuzz-corpus $(FZ)/test
+
+-include $(FUZZ_OBJS:.o=.d)
+
 # ---- test summary -----------------------------------------------------------
 # A suite is one TAP file, build/test/<suite>.tap, made by a rule that always
 # leaves the file (scripts/tap-run records a bad exit in it). To add a suite,
@@ -438,6 +489,8 @@ help:
 	@echo '  make bench   time every workload under keel, glibc, jemalloc, mimalloc and'
 	@echo '               tcmalloc (RUNS=5): build/bench/report.md, report.png'
 	@echo '  make bench-callgrind  instructions per operation: build/bench/callgrind.md'
+	@echo '  make fuzz    run the libFuzzer target for FUZZ_SECS (300) seconds; findings'
+	@echo '               go to build/fuzz/crash-*'
 	@echo '  make all     build everything (hosted runners, seed example, demo, ...)'
 	@echo '  make deps    install the packages the build needs, if missing'
 	@echo '  make clean   remove build/'
