@@ -81,8 +81,7 @@ static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
 {
 	struct kl_heap *h = c->heap;
 	uintptr_t t = kl_lock(h);
-	if (h->config.report)
-		h->config.report(h->config.report_ctx, KEEL_ECORRUPT, b->head);
+	kl_report(h, KEEL_ECORRUPT, (uintptr_t)b->head);
 	kl_unlock(h, t);
 	b->head = NULL;
 	b->count = 0;
@@ -121,8 +120,7 @@ static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint
 	while (n-- && b->head) {
 		void **s = b->head;
 		if (s[1] != (void *)c->secret) { /* as cache_bin_broken, lock held */
-			if (h->config.report)
-				h->config.report(h->config.report_ctx, KEEL_ECORRUPT, s);
+			kl_report(h, KEEL_ECORRUPT, (uintptr_t)s);
 			b->head = NULL;
 			b->count = 0;
 			return;

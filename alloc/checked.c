@@ -75,12 +75,6 @@ size_t kl_chk_hdr_canary(const struct kl_heap *h, const struct kl_blk *b)
 	return (size_t)(h->secret ^ ((uintptr_t)b * 0x9e3779b97f4a7c15ull));
 }
 
-static void report(struct kl_heap *h, int err, uintptr_t p)
-{
-	if (h->config.report)
-		h->config.report(h->config.report_ctx, err, (const void *)p);
-}
-
 /* Is [from, to) all poison? from is 8-byte aligned (blocks start on 16). */
 int kl_chk_all_poison(uintptr_t from, uintptr_t to)
 {
@@ -142,7 +136,7 @@ int kl_chk_is_quarantined(const struct kl_heap *h, const struct kl_seg *s, uintp
  * retire it. */
 void kl_chk_retire(struct kl_heap *h, const struct kl_seg *s, uintptr_t p)
 {
-	report(h, KEEL_EUSEAFTER, p);
+	kl_report(h, KEEL_EUSEAFTER, p);
 	if (kl_run_of(s, p)->cls)
 		((uintptr_t *)p)[1] = h->secret ^ KL_RTAG;
 	else
@@ -159,7 +153,8 @@ static void quarantine_evict(struct kl_heap *h, struct kl_op *op)
 	if (s->kind == KL_SEG_LARGE) {
 		h->quar_bytes -= s->usable;
 		if (!kl_chk_quarantined_ok(h, s, p))
-			report(h, KEEL_EUSEAFTER, p); /* it goes back to the source all the same */
+			kl_report(h, KEEL_EUSEAFTER,
+			          p); /* it goes back to the source all the same */
 		s->is_empty = 0;
 		kl_large_free(h, op, s);
 		h->nlarge++; /* kl_large_free counted it out when it was freed */

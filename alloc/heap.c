@@ -64,6 +64,13 @@ static void heap_unlock(struct kl_heap *h, uintptr_t token)
 		__atomic_store_n(&h->spin, 0, __ATOMIC_RELEASE);
 }
 
+/* A fault found where no error can be returned goes to config.report. */
+void kl_report(struct kl_heap *h, int err, uintptr_t p)
+{
+	if (h->config.report)
+		h->config.report(h->config.report_ctx, err, (const void *)p);
+}
+
 void kl_op_begin(struct kl_heap *h, struct kl_op *op)
 {
 	op->nunmap = 0;
@@ -505,8 +512,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 	int err = kl_locate(h, (uintptr_t)p, &bi);
 	if (!err && h->checked && !kl_chk_canary_ok(h, (uintptr_t)p, bi.usable)) {
 		err = KEEL_EOVERFLOW;
-		if (h->config.report)
-			h->config.report(h->config.report_ctx, err, p);
+		kl_report(h, err, (uintptr_t)p);
 	}
 	if (err || size > KL_MAX_REQUEST) {
 		h->failed++;

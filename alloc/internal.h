@@ -391,6 +391,7 @@ KL_HIDDEN void *kl_memset(void *p, int c, size_t n);
 KL_HIDDEN void *kl_memcpy(void *d, const void *s, size_t n);
 KL_HIDDEN uintptr_t kl_lock(struct kl_heap *h);
 KL_HIDDEN void kl_unlock(struct kl_heap *h, uintptr_t token);
+KL_HIDDEN void kl_report(struct kl_heap *h, int err, uintptr_t p);
 KL_HIDDEN void kl_op_begin(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_op_end(struct kl_heap *h, struct kl_op *op);
 KL_HIDDEN void kl_op_flush(struct kl_heap *h, struct kl_op *op);

@@ -125,12 +125,6 @@ static void run_abandon_list(struct kl_heap *h, struct kl_run *r)
 		kl_count_alloc(h, c->size, c->size);
 }
 
-static void report(struct kl_heap *h, int err, uintptr_t p)
-{
-	if (h->config.report)
-		h->config.report(h->config.report_ctx, err, (const void *)p);
-}
-
 /* In checked mode a slot on a free list is poison but for its link word. */
 static int slot_poisoned(const struct kl_class *c, uintptr_t p)
 {
@@ -159,7 +153,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 			p = (uintptr_t)r->free;
 			uintptr_t next = kl_link(h, p, *(uintptr_t *)p);
 			if (KL_UNLIKELY(next && !run_link_ok(h, r, next))) {
-				report(h, KEEL_ECORRUPT, p);
+				kl_report(h, KEEL_ECORRUPT, p);
 				next = 0;
 				r->free = NULL;
 				kl_bit_set(r->seg, p); /* p is handed out below */
