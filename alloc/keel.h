@@ -272,10 +272,10 @@ KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_bl
 KEEL_API size_t keel_trim(struct keel_heap *heap);
 
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.
- * It keeps bounded stacks of free small slots per size class (at
- * most 16 KiB and 128 slots each), so the common
- * malloc and free of a small block take no lock and no atomic operation; it
- * refills from and flushes to the heap in batches under the heap's lock.
+ * It keeps bounded stacks of free small slots per size class (at most 16 KiB
+ * and 128 slots each), so the common malloc and free of a small block take
+ * no lock and no atomic operation; it refills from and flushes to the heap in
+ * batches under the heap's lock.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
  * and keeps interrupts off around its use). Slots in a cache still count as
  * live in keel_stats and keel_check until flushed. Freeing a pointer to the
