@@ -104,10 +104,19 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	return 0;
 }
 
+/* No bit set for the granules of [from, to): a word of the bitmap at a
+ * time where the range covers it whole. */
 static int bits_clear(const struct kl_seg *s, uintptr_t from, uintptr_t to)
 {
-	for (uintptr_t p = from; p < to; p += KL_GRAN)
-		if (kl_bit_get(s, p))
+	size_t i = kl_bit_index(s, from), end = kl_bit_index(s, to);
+	for (; i < end && (i & 63); i++)
+		if ((s->bits[i >> 6] >> (i & 63)) & 1)
+			return 0;
+	for (; i + 64 <= end; i += 64)
+		if (s->bits[i >> 6])
+			return 0;
+	for (; i < end; i++)
+		if ((s->bits[i >> 6] >> (i & 63)) & 1)
 			return 0;
 	return 1;
 }

@@ -10,37 +10,44 @@
 #define cpu_relax() __asm__ volatile("" ::: "memory")
 #endif
 
-/* Our own memset/memcpy: the core links against nothing. On x86-64 the
- * string instructions are as fast as anything for the sizes we move; the
- * portable loops carry a barrier so no compiler turns them into a call. */
+/* Our own memset/memcpy: the core links against nothing. Eight bytes at a
+ * time when both ends allow it: as fast as the string instructions for the
+ * sizes keel moves on real hardware, and far faster under QEMU's emulation,
+ * where rep movsb/stosb crawl. The empty asm keeps any compiler from
+ * turning the loops back into a call to memset or memcpy. */
+typedef uint64_t kl_word __attribute__((may_alias)); /* any memory, any type */
+
 void *kl_memset(void *p, int c, size_t n)
 {
-#if defined(__x86_64__)
-	void *d = p;
-	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
-#else
 	unsigned char *d = p;
-	while (n--) {
+	uint64_t w = 0x0101010101010101ull * (unsigned char)c;
+	for (; n && ((uintptr_t)d & 7); n--)
 		*d++ = (unsigned char)c;
+	for (; n >= 8; n -= 8, d += 8) {
+		*(kl_word *)(void *)d = w;
 		__asm__ volatile("" ::: "memory");
 	}
-#endif
+	while (n--)
+		*d++ = (unsigned char)c;
 	return p;
 }
 
 void *kl_memcpy(void *dst, const void *src, size_t n)
 {
-#if defined(__x86_64__)
-	void *d = dst;
-	__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
-#else
 	unsigned char *d = dst;
 	const unsigned char *s = src;
-	while (n--) {
+	if ((((uintptr_t)d ^ (uintptr_t)s) & 7) == 0) {
+		for (; n && ((uintptr_t)d & 7); n--)
+			*d++ = *s++;
+		for (; n >= 8; n -= 8, d += 8, s += 8) {
+			*(kl_word *)(void *)d = *(const kl_word *)(const void *)s;
+			__asm__ volatile("" ::: "memory");
+		}
+	}
+	for (; n; n--) {
 		*d++ = *s++;
 		__asm__ volatile("" ::: "memory");
 	}
-#endif
 	return dst;
 }
 
