@@ -186,6 +186,30 @@ $(BUILD)/test/programs.tap: $(BUILD)/libkeel.so FORCE
 
 -include $(DROPIN_OBJS:.o=.d) $(TS)/hosted/stress.d
 
+# ---- valgrind ------------------------------------------------------------------
+# The core built with KEEL_VALGRIND=1 tells memcheck of every block it hands
+# out and takes back (valgrind's header-only client requests); tests/valgrind
+# runs hosted/valgrind_test under memcheck: a clean run, a leak, a one-byte
+# overflow and a read after free, each of which memcheck must name.
+VG := $(BUILD)/hosted-vg
+VG_FREE_SRCS := $(CORE_SRCS) hosted/source_linux.c
+$(VG_FREE_SRCS:%.c=$(VG)/%.o): $(VG)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_CORE) -DKEEL_VALGRIND=1 -c $< -o $@
+$(VG)/hosted/valgrind_test.o: hosted/valgrind_test.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -c $< -o $@
+$(VG)/valgrind_test: $(VG)/hosted/valgrind_test.o $(VG_FREE_SRCS:%.c=$(VG)/%.o)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
+TAP_SUITES += valgrind
+$(BUILD)/test/valgrind.tap: $(VG)/valgrind_test FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 300 $@ tests/valgrind $<
+-include $(VG_FREE_SRCS:%.c=$(VG)/%.d) $(VG)/hosted/valgrind_test.d
+
 # ---- kernel (x86-64, multiboot2) -------------------------------------------
 # The kernel home: the core, the shared cases and kernel/ compiled with kernel
 # flags (higher half, no red zone, no SSE), linked by linker.ld into

@@ -389,6 +389,7 @@ static int check_counters(struct checker *c)
 
 int keel_check(struct keel_heap *heap, struct keel_fault *fault)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_of(heap);
 	struct checker c;
 	kl_memset(&c, 0, sizeof(c));
@@ -454,6 +455,7 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_block *b, void *arg),
               void *arg)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_of(heap);
 	if (!h || h->magic != KL_HEAP_MAGIC || !visit)
 		return KEEL_EINVAL;

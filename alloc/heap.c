@@ -231,7 +231,8 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
 	if (lk)
 		h->lock = *lk;
 	h->retain_bytes = config->retain_bytes ? config->retain_bytes : KL_SEG;
-	h->checked = (config->flags & KEEL_HEAP_CHECKED) != 0;
+	h->checked = KEEL_VALGRIND || (config->flags & KEEL_HEAP_CHECKED) != 0;
+	h->guard_count = config->guard_every;
 	h->secret = heap_secret(h);
 	kl_small_init(h);
 	h->magic = KL_HEAP_MAGIC;
@@ -240,6 +241,7 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
 
 int keel_heap_add_region(struct keel_heap *heap, void *base, size_t len)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
 	if (!h || !base)
 		return KEEL_EINVAL;
@@ -352,6 +354,11 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 	size_t extra = h->checked ? KL_CANARY_BYTES : 0;
 	size_t small_need = size + (h->checked ? KL_SMALL_MARGIN + KL_SMALL_LEN : 0);
 	void *p;
+	if (h->checked && h->config.guard_every && h->source.protect && --h->guard_count == 0) {
+		/* the sampled one: a guarded mapping of its own, as a large block */
+		h->guard_count = h->config.guard_every;
+		goto large;
+	}
 	int c = small_need <= KL_SMALL_MAX && align <= KL_SMALL_MAX
 	                ? kl_small_class_aligned(h, small_need, align)
 	                : -1;
@@ -374,6 +381,7 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		return p;
 	}
 	if (h->has_source && size + align > KL_MEDIUM_MAX) {
+	large:
 		p = kl_large_alloc(h, op, size, align, fresh);
 		if (!p)
 			goto fail;
@@ -423,6 +431,7 @@ void kl_free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const stru
 
 void *keel_malloc(struct keel_heap *heap, size_t size)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
@@ -431,11 +440,14 @@ void *keel_malloc(struct keel_heap *heap, size_t size)
 	kl_op_begin(h, &op);
 	void *p = kl_alloc_locked(h, &op, size, KL_GRAN, &fresh);
 	kl_op_end(h, &op);
+	if (p)
+		KL_VG_ALLOC(p, size, fresh);
 	return p;
 }
 
 void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
@@ -448,11 +460,14 @@ void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
 	else
 		p = kl_alloc_locked(h, &op, size, align, &fresh);
 	kl_op_end(h, &op);
+	if (p)
+		KL_VG_ALLOC(p, size, fresh);
 	return p;
 }
 
 void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return NULL;
@@ -465,6 +480,8 @@ void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)
 	else
 		p = kl_alloc_locked(h, &op, n * size, KL_GRAN, &fresh);
 	kl_op_end(h, &op);
+	if (p)
+		KL_VG_ALLOC(p, n * size, fresh);
 	if (p && !fresh)
 		kl_memset(p, 0, n * size);
 	return p;
@@ -472,6 +489,7 @@ void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)
 
 int keel_free(struct keel_heap *heap, void *p)
 {
+	KL_VG_SCOPE;
 	if (!p)
 		return 0;
 	struct kl_heap *h = kl_heap_get(heap);
@@ -483,14 +501,17 @@ int keel_free(struct keel_heap *heap, void *p)
 	int err = kl_locate(h, (uintptr_t)p, &bi);
 	if (!err && h->checked && !kl_chk_canary_ok(h, (uintptr_t)p, bi.usable))
 		err = KEEL_EOVERFLOW; /* Q3: the block stays as it is */
-	if (!err)
+	if (!err) {
+		KL_VG_FREE(p);
 		kl_free_locked(h, &op, (uintptr_t)p, &bi);
+	}
 	kl_op_end(h, &op);
 	return err;
 }
 
 size_t keel_usable_size(struct keel_heap *heap, const void *p)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
 	if (!h || !p)
 		return 0;
@@ -504,6 +525,7 @@ size_t keel_usable_size(struct keel_heap *heap, const void *p)
 
 void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 {
+	KL_VG_SCOPE;
 	if (!p)
 		return keel_malloc(heap, size);
 	struct kl_heap *h = kl_heap_get(heap);
@@ -563,6 +585,7 @@ void *keel_realloc(struct keel_heap *heap, void *p, size_t size)
 	kl_op_end(h, &op);
 	if (!q)
 		return NULL;
+	KL_VG_ALLOC(q, size, fresh); /* before the copy, which makes it defined */
 	kl_memcpy(q, p, size < bi.usable ? size : bi.usable);
 	keel_free(heap, p);
 	return q;
@@ -608,6 +631,7 @@ int keel_stats(struct keel_heap *heap, struct keel_stats *out)
 
 size_t keel_trim(struct keel_heap *heap)
 {
+	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
 	if (!h)
 		return 0;

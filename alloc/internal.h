@@ -19,6 +19,41 @@
 #ifndef KL_PRIVATE
 #define KL_PRIVATE static /* a test build may redefine it to reach helpers */
 #endif
+#ifndef KEEL_VALGRIND
+#define KEEL_VALGRIND 0 /* 1: tell memcheck about every block (valgrind's headers) */
+#endif
+
+/* Under valgrind (KEEL_VALGRIND=1) memcheck learns of every block keel hands
+ * out and takes back, so it reports leaks, and overflows, reads of freed
+ * blocks and the like in the program. Every heap is then in checked mode,
+ * which knows each block's exact size. keel's own reads and writes of its
+ * metadata, canaries and poison are kept out of the reports: each public
+ * entry point turns error reporting off until it returns (KL_VG_SCOPE).
+ * The client requests are inline assembly: no symbol is needed. */
+#if KEEL_VALGRIND
+#include <valgrind/memcheck.h>
+static inline int kl_vg_quiet(void)
+{
+	VALGRIND_DISABLE_ERROR_REPORTING;
+	return 0;
+}
+static inline void kl_vg_loud(int *unused)
+{
+	(void)unused;
+	VALGRIND_ENABLE_ERROR_REPORTING;
+}
+#define KL_VG_SCOPE int kl_vg_scope_ __attribute__((cleanup(kl_vg_loud), unused)) = kl_vg_quiet()
+#define KL_VG_ALLOC(p, size, zeroed)                                                               \
+	do {                                                                                       \
+		VALGRIND_MALLOCLIKE_BLOCK((p), (size), 0, (zeroed));                               \
+		VALGRIND_MAKE_MEM_NOACCESS((char *)(p) + (size), KL_CANARY_BYTES);                 \
+	} while (0)
+#define KL_VG_FREE(p) VALGRIND_FREELIKE_BLOCK((p), 0)
+#else
+#define KL_VG_SCOPE          ((void)0)
+#define KL_VG_ALLOC(p, s, z) ((void)0)
+#define KL_VG_FREE(p)        ((void)0)
+#endif
 
 #if KEEL_DEBUG >= 1
 #define KL_ASSERT(x) ((x) ? (void)0 : KEEL_ASSERT_FAIL(__FILE__, __LINE__, #x))
@@ -219,9 +254,10 @@ struct kl_heap {
 	struct keel_source source; /* copied when config has one */
 	struct keel_lock lock;
 	int has_source;
-	int spin;         /* the built-in lock, through __atomic builtins only */
-	uintptr_t secret; /* marks slots sitting in caches (K1), mixes links */
-	int checked;      /* KEEL_HEAP_CHECKED */
+	int spin;             /* the built-in lock, through __atomic builtins only */
+	uintptr_t secret;     /* marks slots sitting in caches (K1), mixes links */
+	int checked;          /* KEEL_HEAP_CHECKED */
+	unsigned guard_count; /* checked mode: allocations until the next sampled guard */
 	uintptr_t quar[KEEL_QUARANTINE_BLOCKS]; /* checked mode: freed blocks waiting, oldest at
 	                                           quar_head */
 	unsigned quar_head, quar_n;

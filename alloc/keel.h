@@ -124,6 +124,11 @@ struct keel_config {
 	 * must not call into the heap (it may abort). */
 	void (*report)(void *ctx, int err, const void *p);
 	void *report_ctx;
+	/* Checked mode with a source that has protect: one allocation in
+	 * guard_every (of any size) gets a mapping of its own that ends right
+	 * at an inaccessible page, so an overflow of it faults in the act. 0:
+	 * none but the large blocks. Costs a mapping per sampled block. */
+	unsigned guard_every;
 };
 
 /* Caller-provided storage for a heap: no allocation is needed to create one.

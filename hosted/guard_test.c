@@ -128,7 +128,7 @@ int main(void)
 	struct keel_config cfg = { 0 };
 	cfg.source = &keel_linux_source;
 	cfg.flags = KEEL_HEAP_CHECKED;
-	printf("1..%u\n", 5 * 8 + 1);
+	printf("1..%u\n", 7 * 8 + 4);
 	if (keel_heap_init(&heap, &cfg) != 0) {
 		printf("Bail out! keel_heap_init\n");
 		return 1;
@@ -138,6 +138,31 @@ int main(void)
 	guarded(&heap, 0, 2 * KEEL_SEGMENT_SIZE + KEEL_PAGE_SIZE - 1);
 	guarded(&heap, 0, 3 * KEEL_SEGMENT_SIZE + 1000);
 	guarded(&heap, (size_t)1 << 16, 2 * KEEL_SEGMENT_SIZE + 100);
+	result(keel_heap_destroy(&heap) == 0, "heap destroyed", 0, "keel_heap_destroy failed");
+
+	/* Sampled guards: with guard_every 1 a small and a medium block get a
+	 * guarded mapping too; with 3, one allocation in three does. */
+	cfg.guard_every = 1;
+	if (keel_heap_init(&heap, &cfg) != 0) {
+		printf("Bail out! keel_heap_init\n");
+		return 1;
+	}
+	guarded(&heap, 0, 40);
+	guarded(&heap, 0, 3000);
+	keel_heap_destroy(&heap);
+	cfg.guard_every = 3;
+	keel_heap_init(&heap, &cfg);
+	void *p[6];
+	for (int i = 0; i < 6; i++)
+		p[i] = keel_malloc(&heap, 40);
+	struct keel_stats st;
+	keel_stats(&heap, &st);
+	result(st.large_blocks == 2, "guard_every 3: two of six small blocks guarded", 40,
+	       "not two");
+	for (int i = 0; i < 6; i++)
+		keel_free(&heap, p[i]);
+	result(keel_check(&heap, NULL) == 0, "heap clean after sampled guards", 40,
+	       "keel_check failed");
 	result(keel_heap_destroy(&heap) == 0, "heap destroyed", 0, "keel_heap_destroy failed");
 	return n_failed ? 1 : 0;
 }
