@@ -30,14 +30,15 @@ int kl_chk_canary_ok(const struct kl_heap *h, uintptr_t p, size_t size)
 }
 
 /* Is the header of the used medium block b (inside arena s, its size within
- * it) as the heap wrote it? Its top bits are clear and its slack leaves room
- * for the canary; the word before it is the canary, or the size of a free
+ * it) as the heap wrote it? Its top bits are clear and its slack holds the
+ * canary; the word before it is the canary, or the size of a free
  * block before it; the next header's word before is this block's canary.
  * A write just before a block changes one of these. */
 int kl_chk_header_ok(const struct kl_heap *h, const struct kl_seg *s, const struct kl_blk *b)
 {
-	size_t size = kl_blk_size(b);
-	if ((b->head >> 60) || kl_blk_slack(b) + KL_CANARY_BYTES > size - KL_BLK_HDR)
+	size_t size = kl_blk_size(b), slack = kl_blk_slack(b);
+	/* the asked bytes and the canary fit: usable - slack + canary <= usable */
+	if ((b->head >> 60) || slack < KL_CANARY_BYTES || slack > size - KL_BLK_HDR)
 		return 0;
 	if (b->head & KL_B_PREV_FREE) {
 		size_t ps = b->prev_size;

@@ -297,14 +297,14 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 		bi->run = r;
 		bi->kind = KEEL_KIND_SMALL;
 		bi->usable = bi->requested = h->cls[r->cls - 1].size;
+		/* an aligned slot's class is a multiple of the alignment asked */
+		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable & -bi->usable : KL_GRAN;
 		if (h->checked) {
 			size_t len = kl_chk_small_len(p, bi->usable);
 			if (len + KL_SMALL_MARGIN + KL_SMALL_LEN > bi->usable)
 				return KEEL_EOVERFLOW; /* the size field itself was overwritten */
 			bi->usable = bi->requested = len;
 		}
-		/* an aligned slot's class is a multiple of the alignment asked */
-		bi->align = kl_small_was_aligned(s, r, p) ? bi->usable & -bi->usable : KL_GRAN;
 		return 0;
 	}
 	int err = kl_medium_validate(s, p);
