@@ -273,13 +273,104 @@ static void write_after_free(void)
 	}
 }
 
+/* Allocate, fill, verify and free a batch of every size kind: the heap
+ * still works. Exits 3 if it does not. */
+static void heap_still_works(int round)
+{
+	static unsigned char *p[64];
+	for (int i = 0; i < 64; i++) {
+		size_t size = (size_t)(i * 613 + round * 7) % (i % 8 ? 5000 : 600000) + 1;
+		p[i] = malloc(size);
+		if (!p[i])
+			_exit(3);
+		memset(p[i], i + round, size < 64 ? size : 64);
+	}
+	for (int i = 0; i < 64; i++) {
+		size_t size = (size_t)(i * 613 + round * 7) % (i % 8 ? 5000 : 600000) + 1;
+		for (size_t k = 0; k < (size < 64 ? size : 64); k++)
+			if (p[i][k] != (unsigned char)(i + round))
+				_exit(3);
+		free(p[i]);
+	}
+}
+
+/* Warn mode: every kind of bad free and realloc is reported, changes
+ * nothing, and the program goes on allocating and freeing correctly. */
+static void warn_every_fault(void)
+{
+	int x = 0;
+	static char foreign[64]; /* memory no heap owns */
+	char *volatile v;
+	heap_still_works(0);
+	v = malloc(40); /* double free, small */
+	free(v);
+	free(v);
+	heap_still_works(1);
+	v = malloc(20000); /* double free, medium */
+	free(v);
+	free(v);
+	heap_still_works(2);
+	v = malloc(3 << 20); /* double free, large */
+	free(v);
+	free(v);
+	heap_still_works(3);
+	v = malloc(100); /* interior pointer */
+	char *volatile inner = v + 16;
+	free(inner);
+	free(v);
+	heap_still_works(4);
+	v = (char *)&x; /* a stack address */
+	free(v);
+	v = foreign; /* a static buffer */
+	free(v);
+	heap_still_works(5);
+	v = malloc(64); /* realloc of a freed block */
+	free(v);
+	if (realloc(v, 200) != NULL || errno != EINVAL)
+		_exit(4);
+	v = malloc(300); /* realloc of an interior pointer */
+	inner = v + 32;
+	if (realloc(inner, 600) != NULL)
+		_exit(4);
+	free(v);
+	heap_still_works(6);
+}
+
+/* The same under checked mode, with its own faults. */
+static void warn_checked_faults(void)
+{
+	char *p = malloc(40);
+	char *volatile launder = p;
+	volatile char *q = launder;
+	q[40] = 1; /* overflow: free reports it and keeps the block */
+	free(p);
+	q[40] = (char)0; /* not the canary's byte: still damaged, reported again */
+	heap_still_works(0);
+	char *r = malloc(100);
+	launder = r;
+	free(r);
+	q = launder;
+	q[50] = 1; /* write after free: reported when the memory comes back */
+	heap_still_works(1);
+	for (int i = 0; i < 3000; i++) {
+		void *volatile t = malloc(100);
+		free(t);
+	}
+	heap_still_works(2);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
 } faults[] = {
-	{ "overflow_by_one", overflow_by_one }, { "write_after_free", write_after_free },
-	{ "double_free", double_free },         { "double_free_medium", double_free_medium },
-	{ "stack_free", stack_free },           { "interior_free", interior_free },
+	{ "warn_every_fault", warn_every_fault },
+	{ "warn_checked_faults", warn_checked_faults },
+	{ "overflow_by_one", overflow_by_one },
+	{ "write_after_free", write_after_free },
+	{ "double_free", double_free },
+	{ "double_free_medium", double_free_medium },
+	{ "stack_free", stack_free },
+	{ "interior_free", interior_free },
 	{ "plain_exit", plain_exit },
 };
 
@@ -313,6 +404,23 @@ static void misuse(void)
 	st = child("double_free", "warn", err, sizeof err);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(err, "double free"),
 	      "KEEL_OPTIONS=warn reports and goes on");
+	st = child("warn_every_fault", "warn", err, sizeof err);
+	int lines = 0;
+	for (const char *c = err; (c = strstr(c, "keel: ")) != NULL; c++)
+		lines++;
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0 && lines == 8))
+		printf("# status %d, %d report lines:\n%s", st, lines, err);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && lines == 8,
+	      "KEEL_OPTIONS=warn: eight kinds of bad free/realloc reported once each, heap still "
+	      "works");
+	st = child("warn_checked_faults", "checked,warn", err, sizeof err);
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(err, "write past the end") &&
+	      strstr(err, "after its free")))
+		printf("# status %d:\n%s", st, err);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(err, "write past the end") &&
+	              strstr(err, "after its free"),
+	      "KEEL_OPTIONS=checked,warn: overflow and write after free reported, heap still "
+	      "works");
 	st = child("plain_exit", "stats", err, sizeof err);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(err, "keel: in_use_bytes") &&
 	              strstr(err, "keel: alloc_count"),
