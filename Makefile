@@ -266,9 +266,10 @@ all: iso
 # Without a terminal on stdin, stdin is the monitor's input and Ctrl-D (sent
 # after it) halts: `echo stats | make run`. QEMU exits 33 on halt, 0 on
 # Ctrl-A X (accepted only from a terminal: otherwise 0 is a triple fault).
-# MEM=1G picks the RAM size (default 128M).
+# MEM=1G picks the RAM size (default 128M), SMP=1 the number of CPUs (default 4).
 MEM ?= 128M
-QEMU_RUN = $(QEMU) -M pc -accel tcg -m $(MEM) -display none -no-reboot \
+SMP ?= 4
+QEMU_RUN = $(QEMU) -M pc -accel tcg -m $(MEM) -smp $(SMP) -display none -no-reboot \
            -device isa-debug-exit,iobase=0xf4,iosize=0x04 -cdrom $(BUILD)/keel.iso \
            -smbios type=11,value=keel.mode=monitor
 run: $(BUILD)/keel.iso
@@ -284,6 +285,10 @@ RUN_HELP := boot the kernel in QEMU and open its monitor on this terminal (halt 
 TAP_SUITES += $(KERNEL_MEMS:%=kernel-%) monitor qemu-selfcheck kernel-clang
 KERNEL_TAPS := $(KERNEL_MEMS:%=$(BUILD)/test/kernel-%.tap) $(BUILD)/test/monitor.tap \
                $(BUILD)/test/qemu-selfcheck.tap
+# kernel-smp4: the cases at 128M on four CPUs (-smp 4), where the SMP stress
+# hands blocks between CPUs (the other boots have one CPU).
+TAP_SUITES += kernel-smp4
+KERNEL_TAPS += $(BUILD)/test/kernel-smp4.tap
 $(KERNEL_TAPS) &: $(BUILD)/keel.iso FORCE
 	$(call say,QEMU,$(KERNEL_TAPS))
 	$(Q)tests/qemu all $(BUILD)/keel.iso $(BUILD)/test

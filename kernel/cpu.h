@@ -88,6 +88,17 @@ static inline uint64_t rdmsr(uint32_t msr)
 	return ((uint64_t)hi << 32) | lo;
 }
 
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
+}
+
+/* Drop every non-global TLB entry of this CPU. */
+static inline void tlb_flush_all(void)
+{
+	write_cr3(read_cr3());
+}
+
 static inline void cpu_pause(void)
 {
 	__asm__ volatile("pause");

@@ -6,6 +6,7 @@
  *   F2  a clear bit is a frame of a usable region outside every reserved area */
 #include "cpu.h"
 #include "kernel.h"
+#include "percpu.h"
 
 static uint64_t bitmap_pa;
 /* through the direct map: the boot tables' (low 4 GiB) until pt_init */
@@ -13,6 +14,7 @@ static uint64_t bitmap_pa;
 static size_t nwords, nframes_free, nframes_total;
 static size_t hint; /* no clear bit below word hint */
 static uint64_t max_pa;
+static struct spinlock frame_lock; /* any CPU may take or give frames */
 
 static int overlaps_reserved(uint64_t pa, uint64_t bytes, uint64_t *next)
 {
@@ -84,7 +86,7 @@ void frame_init(void)
 
 uint64_t frame_alloc(void)
 {
-	uint64_t flags = irq_save();
+	uintptr_t flags = spin_lock(&frame_lock);
 	for (size_t w = hint; w < nwords; w++) {
 		if (bitmap[w] == ~0ull)
 			continue;
@@ -92,11 +94,11 @@ uint64_t frame_alloc(void)
 		bitmap[w] |= 1ull << b;
 		nframes_free--;
 		hint = w;
-		irq_restore(flags);
+		spin_unlock(&frame_lock, flags);
 		return ((uint64_t)w * 64 + b) * PAGE_SIZE;
 	}
 	hint = nwords;
-	irq_restore(flags);
+	spin_unlock(&frame_lock, flags);
 	return 0;
 }
 
@@ -105,14 +107,14 @@ void frame_free(uint64_t pa)
 	size_t f = pa / PAGE_SIZE;
 	if ((pa & (PAGE_SIZE - 1)) || pa == 0 || f >= nwords * 64)
 		panic("frame_free: bad frame %lx", pa);
-	uint64_t flags = irq_save();
+	uintptr_t flags = spin_lock(&frame_lock);
 	if (!bit_test(f))
 		panic("frame_free: frame %lx is already free", pa);
 	bitmap[f / 64] &= ~(1ull << (f % 64));
 	nframes_free++;
 	if (f / 64 < hint)
 		hint = f / 64;
-	irq_restore(flags);
+	spin_unlock(&frame_lock, flags);
 }
 
 size_t frame_free_count(void)

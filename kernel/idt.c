@@ -2,9 +2,12 @@
  * RIP (and CR2 for a page fault) and the registers, then exits QEMU with the
  * failing status; unless fault_try is armed, in which case the exception is
  * recorded and execution resumes in fault_try. The PIC is remapped to 32-47
- * and fully masked (the kernel polls), so only spurious IRQs can arrive. */
+ * and fully masked (the kernel polls), so only spurious IRQs can arrive.
+ * Vectors 48-63 belong to the local APIC (timer, wake-up IPI, spurious):
+ * smp.c handles them. */
 #include "cpu.h"
 #include "kernel.h"
+#include "percpu.h"
 
 struct isr_frame {
 	uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
@@ -27,7 +30,8 @@ struct kjmp {
 int kjmp_set(struct kjmp *j) __attribute__((returns_twice));
 void kjmp_resume(void);
 
-extern const uint64_t isr_stubs[48];
+#define NVECTORS 64
+extern const uint64_t isr_stubs[NVECTORS];
 static struct idt_gate idt[256];
 static struct kjmp catch_jmp;
 static volatile int catch_armed;
@@ -76,17 +80,22 @@ static void pic_init(void)
 
 void idt_init(void)
 {
-	for (unsigned v = 0; v < 48; v++) {
+	for (unsigned v = 0; v < NVECTORS; v++) {
 		/* IST1: double fault, IST2: page fault, IST3: NMI and machine check */
 		unsigned ist = v == 8 ? 1 : v == 14 ? 2 : (v == 2 || v == 18) ? 3 : 0;
 		idt_set(v, isr_stubs[v], ist);
 	}
+	idt_load();
+	pic_init();
+}
+
+void idt_load(void)
+{
 	struct {
 		uint16_t limit;
 		uint64_t base;
 	} __attribute__((packed)) ptr = { sizeof(idt) - 1, (uintptr_t)idt };
 	__asm__ volatile("lidt %0" : : "m"(ptr));
-	pic_init();
 }
 
 static void irq_handle(unsigned irq)
@@ -109,6 +118,10 @@ static void irq_handle(unsigned irq)
 void isr_dispatch(struct isr_frame *f);
 void isr_dispatch(struct isr_frame *f)
 {
+	if (f->vector >= 48) {
+		smp_interrupt((unsigned)f->vector);
+		return;
+	}
 	if (f->vector >= 32) {
 		irq_handle((unsigned)f->vector - 32);
 		return;

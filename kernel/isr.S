@@ -103,8 +103,12 @@ isr_common:
 	.irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
 	ISR_NOERR \v
 	.endr
+	/* the local APIC's vectors 48-63 (kernel/percpu.h) */
+	.irp v, 48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
+	ISR_NOERR \v
+	.endr
 
-	/* the table idt.c installs: one stub address per vector 0-47 */
+	/* the table idt.c installs: one stub address per vector 0-63 */
 	.section .rodata
 	.balign 8
 	.global isr_stubs
@@ -113,6 +117,9 @@ isr_stubs:
 	.quad isr_\v
 	.endr
 	.irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+	.quad isr_\v
+	.endr
+	.irp v, 48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
 	.quad isr_\v
 	.endr
 

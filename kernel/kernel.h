@@ -42,8 +42,25 @@ int ksnprintf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(p
 void panic(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void qemu_exit(unsigned code) __attribute__((noreturn));
 
-/* gdt.c */
-void gdt_init(void);
+/* gdt.c: each CPU has its own GDT and TSS (a TSS is busy once loaded), and
+ * the TSS's interrupt stacks: #DF, #PF and NMI/#MC run on them. */
+struct tss {
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;
+} __attribute__((packed));
+_Static_assert(sizeof(struct tss) == 104, "TSS layout");
+struct cpu_tables {
+	uint64_t gdt[5]; /* null, kernel code (64-bit), kernel data, TSS (two slots) */
+	struct tss tss;
+	uint8_t ist_stacks[3][IST_STACK_BYTES] __attribute__((aligned(16)));
+};
+void gdt_init(void);                 /* the bootstrap CPU's tables */
+void gdt_load(struct cpu_tables *t); /* fill t and load it on this CPU */
 
 /* idt.c: exceptions print the fault and exit QEMU with a failing status,
  * unless a fault_try is armed: then they resume there. */
@@ -52,6 +69,7 @@ struct fault_info {
 	uint64_t error, rip, cr2;
 };
 void idt_init(void);
+void idt_load(void); /* an application processor loads the same IDT */
 /* Run fn(arg). Returns 0 if it returned, or 1 if it raised a CPU exception;
  * then *out describes it and execution resumes here (fn is abandoned). */
 int fault_try(void (*fn)(void *arg), void *arg, struct fault_info *out);
@@ -74,6 +92,11 @@ struct boot_info {
 };
 extern struct boot_info boot_info;
 void mb2_parse(uint64_t info_pa);
+/* The first tag of that type in the information, or NULL. */
+const struct mb2_tag *mb2_find_tag(uint64_t info_pa, uint32_t type);
+struct mb2_tag {
+	uint32_t type, size;
+};
 const char *mb2_type_name(uint32_t type);
 const char *cmdline_get(const char *key); /* value after the last "key=" (to a space), or NULL */
 
@@ -88,6 +111,8 @@ uint64_t frame_max_pa(void);
 /* paging.c: 4-level tables; the direct map and the heap range. */
 #define PTE_P    (1ull << 0)
 #define PTE_W    (1ull << 1)
+#define PTE_PWT  (1ull << 3)
+#define PTE_PCD  (1ull << 4)
 #define PTE_PS   (1ull << 7)
 #define PTE_G    (1ull << 8)
 #define PTE_GUARD (1ull << 9) /* software: a guard page of a live mapping (not present) */

@@ -7,6 +7,11 @@
  *                       the low 4 GiB only, until pt_init maps all RAM)
  *   0xffffc00000000000  kernel heap range, 512 GiB (4 KiB pages, kernel/source.c)
  *   0xffffffff80000000  kernel image (physical 1 MiB at +1 MiB, 4 KiB pages)
+ *   0xffffffffc0000000  device registers (the local APIC), 4 KiB uncached pages
+ *
+ * Below 1 MiB, physical TRAMPOLINE_PA holds the application processors'
+ * real-mode start code (kernel/trampoline.S), identity-mapped only while
+ * they start; mb2.c keeps that frame out of the frame allocator.
  */
 #ifndef KERNEL_LAYOUT_H
 #define KERNEL_LAYOUT_H
@@ -17,6 +22,9 @@
 #define HEAP_BASE        0xffffc00000000000
 #define HEAP_BYTES       0x8000000000 /* 512 GiB: one PML4 entry */
 #define BOOT_WINDOW      0x100000000  /* the boot tables' direct map: the low 4 GiB */
+#define MMIO_BASE        0xffffffffc0000000
+#define TRAMPOLINE_PA    0x8000 /* SIPI vector 0x08: a page-aligned address below 1 MiB */
+#define MAX_CPUS         16
 
 #define KSTACK_BYTES     0x20000 /* 128 KiB kernel stack, a guard page below it */
 #define IST_STACK_BYTES  0x4000  /* per IST stack (#DF, #PF, NMI/#MC) */
@@ -35,5 +43,10 @@
 #define GDT_KCODE 0x08
 #define GDT_KDATA 0x10
 #define GDT_TSS   0x18
+
+/* the trampoline's own GDT (kernel/trampoline.S) */
+#define TRAMP_CODE32 0x08
+#define TRAMP_DATA   0x10
+#define TRAMP_CODE64 0x18
 
 #endif

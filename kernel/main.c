@@ -1,11 +1,12 @@
 /* kernel/main.c: kernel_main, called by boot/entry.S in long mode. Brings up
- * the console, GDT/IDT, memory map, frames, paging and the kernel heap, then
- * runs the test suite and exits QEMU (keel.mode=test) or opens the serial
- * monitor (keel.mode=monitor). */
+ * the console, GDT/IDT, memory map, CPUs (acpi.c, smp.c), frames, paging and
+ * the kernel heap, then runs the test suite and exits QEMU (keel.mode=test)
+ * or opens the serial monitor (keel.mode=monitor). */
 #include "../alloc/keel.h"
 #include "cpu.h"
 #include "kernel.h"
 #include "keel_assert.h"
+#include "percpu.h"
 
 static uint64_t tsc_per_sec;
 
@@ -80,6 +81,7 @@ static void fault_inject_at_boot(void)
 void kernel_main(uint32_t magic, uint32_t info_pa);
 void kernel_main(uint32_t magic, uint32_t info_pa)
 {
+	percpu_init_bsp();
 	serial_init();
 	kprintf("\nkeel %s kernel\n", KEEL_VERSION);
 	if (magic != MB2_BOOT_MAGIC)
@@ -87,17 +89,22 @@ void kernel_main(uint32_t magic, uint32_t info_pa)
 	gdt_init();
 	idt_init();
 	mb2_parse(info_pa);
+	acpi_init(info_pa);
 	frame_init();
 	pt_init();
 	source_init();
 	monitor_init();
 	irq_enable();
 	tsc_per_sec = tsc_calibrate();
+	smp_init();
 
 	const char *mode = cmdline_get("keel.mode");
 	int is_test = !mode || !kstrncmp(mode, "test", 4);
 	kprintf("command line: \"%s\" (%s mode)\n", boot_info.cmdline, is_test ? "test" : "monitor");
 	print_memory_map();
+	kprintf("cpus: %u online (MADT: %s, %u enabled, %u disabled, RSDP revision %u)\n", ncpus,
+	        acpi_info.has_madt ? "found" : "none", acpi_info.ncpus, acpi_info.ndisabled,
+	        acpi_info.rsdp_revision);
 	if (is_test) {
 		fault_inject_at_boot();
 		int failed = run_tests(0, NULL, NULL);

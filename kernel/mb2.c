@@ -11,10 +11,6 @@
 #define MB2_TAG_MODULE  3
 #define MB2_TAG_MMAP    6
 
-struct mb2_tag {
-	uint32_t type, size;
-};
-
 struct mb2_mmap_entry {
 	uint64_t pa, bytes;
 	uint32_t type, reserved;
@@ -37,7 +33,7 @@ static void copy_str(char *dst, size_t n, const char *src, size_t max)
 	dst[i] = 0;
 }
 
-static const struct mb2_tag *mb2_find_tag(uint64_t info_pa, uint32_t type)
+const struct mb2_tag *mb2_find_tag(uint64_t info_pa, uint32_t type)
 {
 	const uint8_t *info = phys_to_virt(info_pa);
 	uint32_t total = *(const uint32_t *)(const void *)info;
@@ -59,10 +55,12 @@ void mb2_parse(uint64_t info_pa)
 	const uint8_t *info = phys_to_virt(info_pa);
 	uint32_t total = *(const uint32_t *)(const void *)info;
 
-	/* the kernel image, the information itself and frame 0 stay out of use */
+	/* the kernel image, the information itself, frame 0 and the frame the
+	 * other CPUs start in (smp.c) stay out of use */
 	reserve((uintptr_t)kernel_start_pa, (uintptr_t)kernel_end_pa - (uintptr_t)kernel_start_pa);
 	reserve(info_pa, total);
 	reserve(0, PAGE_SIZE);
+	reserve(TRAMPOLINE_PA, PAGE_SIZE);
 
 	const struct mb2_tag *tag = mb2_find_tag(info_pa, MB2_TAG_CMDLINE);
 	if (tag)

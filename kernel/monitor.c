@@ -6,6 +6,7 @@
 #include "../alloc/keel.h"
 #include "cpu.h"
 #include "kernel.h"
+#include "percpu.h"
 
 #define LINE_MAX  200
 #define MAP_COLS  64                        /* cells per segment row */
@@ -117,6 +118,8 @@ static void cmd_help(void)
 	        "  test [-v]            run the whole test suite (-v: every TAP line)\n"
 	        "  bench                malloc/free speed: ops/s and cycles/op\n"
 	        "  mem                  physical frames and page tables\n"
+	        "  cpus                 every CPU: APIC id, timer ticks, its keel cache's last stress\n"
+	        "  stress N             N rounds of the SMP stress on every CPU (1-10000)\n"
 	        "  halt                 leave QEMU (also Ctrl-D; or Ctrl-A X)\n");
 }
 
@@ -448,6 +451,46 @@ static void cmd_mem(void)
 	kprintf(" mapped, %lu free ranges\n", source_va_ranges());
 }
 
+static void cmd_cpus(void)
+{
+	kprintf("%u CPUs online (MADT: %u enabled, %u disabled; local APIC at %lx)\n", ncpus,
+	        acpi_info.ncpus, acpi_info.ndisabled, acpi_info.lapic_pa);
+	for (unsigned i = 0; i < ncpus; i++) {
+		const struct cpu *c = cpus[i];
+		kprintf("cpu %u: apic %u, %s, %lu timer ticks\n", c->index, c->apic_id,
+		        i ? "started by SIPI" : "bootstrap", (uint64_t)c->ticks);
+		kprintf("  cache (last stress): %lu calls, %lu allocs, %lu freed here, %lu handed on, "
+		        "%lu from cpu %u, %lu errors\n",
+		        c->st_cache_calls, c->st_allocs, c->st_frees, c->st_sent, c->st_received,
+		        (i + ncpus - 1) % ncpus, c->st_errors);
+		kprintf("  timer handler heap: %lu allocs, %lu frees, %lu failed, %lu bad\n",
+		        (uint64_t)c->isr_allocs, (uint64_t)c->isr_frees, (uint64_t)c->isr_fails,
+		        (uint64_t)c->isr_bad);
+	}
+}
+
+static void cmd_stress(int argc, char **argv)
+{
+	uint64_t rounds;
+	if (argc != 2 || parse_num(argv[1], &rounds, 0) || !rounds || rounds > 10000) {
+		kprintf("usage: stress N (rounds, 1-10000)\n");
+		return;
+	}
+	static struct stress_result r;
+	uint64_t t0 = rdtsc();
+	int rc = smp_stress((unsigned)rounds, &r);
+	kprintf("stress: %u rounds on %u CPUs in %lu ms: %lu blocks, %lu crossed CPUs, "
+	        "%lu freed where allocated\n",
+	        r.rounds, r.ncpus, (unsigned long)((rdtsc() - t0) / (tsc_hz() / 1000 + 1)), r.allocs,
+	        r.crossed, r.frees);
+	kprintf("  timer handler: %lu allocs, %lu frees in %lu ticks\n", r.isr_allocs, r.isr_frees,
+	        r.ticks);
+	if (rc)
+		kprintf("stress: FAILED: %s\n", r.what[0] ? r.what : "see the counts");
+	else
+		kprintf("stress: ok (patterns intact, counts add up, check clean, every frame back)\n");
+}
+
 /* ---- the loop -------------------------------------------------------------- */
 
 static void halt(void)
@@ -496,10 +539,14 @@ static void execute(char *line)
 		cmd_bench();
 	else if (!kstrcmp(c, "mem") && argc == 1)
 		cmd_mem();
+	else if (!kstrcmp(c, "cpus") && argc == 1)
+		cmd_cpus();
+	else if (!kstrcmp(c, "stress"))
+		cmd_stress(argc, argv);
 	else if (!kstrcmp(c, "halt") && argc == 1)
 		halt();
 	else if (!kstrcmp(c, "stats") || !kstrcmp(c, "check") || !kstrcmp(c, "bench") ||
-	         !kstrcmp(c, "mem") || !kstrcmp(c, "halt"))
+	         !kstrcmp(c, "mem") || !kstrcmp(c, "halt") || !kstrcmp(c, "cpus"))
 		kprintf("%s takes no arguments\n", c);
 	else
 		kprintf("unknown command '%s' (try help)\n", c);

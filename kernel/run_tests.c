@@ -8,6 +8,7 @@
 #include "../tests/test.h"
 #include "cpu.h"
 #include "kernel.h"
+#include "percpu.h"
 
 static unsigned plan_extra; /* kernel cases to add to the plan t_run_all prints */
 static int quiet;           /* only failures and diagnostics reach the console */
@@ -356,12 +357,199 @@ static void kernel_heap_consistent(struct t *t)
 	T_CHECK_HEAP(t, &kernel_heap);
 }
 
+/* ---- several CPUs ------------------------------------------------------------ */
+
+struct lock_race {
+	struct spinlock lock;
+	struct barrier bar;
+	volatile uint64_t counter;
+	unsigned rounds;
+	struct keel_heap *heap;
+	struct keel_lock hooks;
+	volatile uint64_t bad;
+};
+
+/* Every CPU adds to a plain counter under the lock, then allocates and frees
+ * on one heap with no cache, so every call takes the heap's spinlock hook. */
+static void lock_race_job(struct cpu *c, void *arg)
+{
+	struct lock_race *lr = arg;
+	barrier_wait(&lr->bar);
+	for (unsigned i = 0; i < lr->rounds; i++) {
+		uintptr_t t = spin_lock(&lr->lock);
+		if (read_rflags() & RFLAGS_IF)
+			__atomic_add_fetch(&lr->bad, 1, __ATOMIC_RELAXED);
+		/* a read-modify-write stretched over some pauses: a lost update shows */
+		uint64_t v = lr->counter;
+		for (int k = 0; k < 16; k++)
+			cpu_pause();
+		lr->counter = v + 1;
+		spin_unlock(&lr->lock, t);
+	}
+	barrier_wait(&lr->bar);
+	for (unsigned i = 0; i < lr->rounds / 4; i++) {
+		size_t size = 16 + (i * 131 + c->index * 17) % 3000;
+		void *p = keel_malloc(lr->heap, size);
+		if (!p) {
+			__atomic_add_fetch(&lr->bad, 1, __ATOMIC_RELAXED);
+			continue;
+		}
+		uint64_t key = (uintptr_t)p ^ c->index;
+		pattern_fill(p, size, key);
+		if (!(read_rflags() & RFLAGS_IF) || !pattern_ok(p, size, key) ||
+		    keel_free(lr->heap, p) != 0)
+			__atomic_add_fetch(&lr->bad, 1, __ATOMIC_RELAXED);
+	}
+}
+
+/* The spinlock and its token: the token carries RFLAGS.IF (interrupts off
+ * inside, back as they were after, off stays off); the lock excludes every
+ * other CPU (a plain read-modify-write under it loses no update); and a heap
+ * whose hooks are that lock stays consistent under all CPUs at once. */
+static void kernel_spinlock_token(struct t *t)
+{
+	static struct lock_race lr;
+	static struct keel_heap h;
+	memset(&lr, 0, sizeof(lr));
+	T_CHECK(t, read_rflags() & RFLAGS_IF);
+	uintptr_t tok = spin_lock(&lr.lock);
+	T_CHECK(t, !(read_rflags() & RFLAGS_IF) && (tok & RFLAGS_IF));
+	T_CHECK(t, lr.lock.locked == 1 && lr.lock.owner == this_cpu()->index + 1);
+	spin_unlock(&lr.lock, tok);
+	T_CHECK(t, (read_rflags() & RFLAGS_IF) && lr.lock.locked == 0 && lr.lock.owner == 0);
+	uint64_t saved = irq_save();
+	tok = spin_lock(&lr.lock);
+	T_CHECK(t, !(tok & RFLAGS_IF));
+	spin_unlock(&lr.lock, tok);
+	T_CHECK(t, !(read_rflags() & RFLAGS_IF));
+	irq_restore(saved);
+
+	lr.rounds = 2000;
+	lr.bar.n = ncpus;
+	lr.heap = &h;
+	lr.hooks = (struct keel_lock){ spin_hook_lock, spin_hook_unlock, &lr.lock };
+	/* the kernel source itself: the case's counting source serves one CPU at a time */
+	struct keel_config cfg = { .source = &kernel_source, .lock = &lr.hooks };
+	T_REQUIRE(t, keel_heap_init(&h, &cfg) == 0);
+	smp_run(lock_race_job, &lr);
+	T_CHECK(t, lr.counter == (uint64_t)lr.rounds * ncpus);
+	T_CHECK(t, lr.bad == 0);
+	T_CHECK_HEAP(t, &h);
+	struct keel_stats st;
+	T_CHECK(t, keel_stats(&h, &st) == 0 && st.live_blocks == 0);
+	T_CHECK(t, keel_heap_destroy(&h) == 0);
+	t_diag("  %u CPUs, %lu increments, %lu waits for the lock", ncpus, lr.counter,
+	       lr.lock.contended);
+}
+
+/* The SMP stress: every CPU through its own keel cache, half its blocks freed
+ * by the next CPU, the timer allocating in its handler all along. */
+static void kernel_smp_stress(struct t *t)
+{
+	static struct stress_result r;
+	unsigned rounds = 40;
+	int rc = smp_stress(rounds, &r);
+	t_diag("  %u CPUs, %u rounds: %lu blocks, %lu crossed CPUs; timer handler %lu allocs, "
+	       "%lu frees in %lu ticks",
+	       r.ncpus, r.rounds, r.allocs, r.crossed, r.isr_allocs, r.isr_frees, r.ticks);
+	if (r.what[0])
+		t_diag("  %s", r.what);
+	if (r.isr_fails || r.isr_bad)
+		t_diag("  timer handler: %lu allocations failed, %lu bad patterns, frees or locks held",
+		       r.isr_fails, r.isr_bad);
+	T_CHECK(t, rc == 0);
+	T_CHECK(t, r.ncpus == ncpus && r.rounds == rounds);
+	T_CHECK(t, r.errors == 0 && r.check_rc == 0 && r.isr_check_rc == 0);
+	T_CHECK(t, r.counts_add_up && r.frames_back);
+	T_CHECK(t, r.allocs == (uint64_t)rounds * ncpus * 32);
+	T_CHECK(t, ncpus == 1 || r.crossed == r.allocs / 2);
+	T_CHECK(t, r.isr_fails == 0 && r.isr_bad == 0);
+}
+
+struct isr_case {
+	struct barrier bar;
+	struct keel_heap *heap;
+	volatile uint64_t bad;
+};
+
+/* Each CPU works on a heap (every call holds its spinlock with interrupts
+ * off) while its timer allocates from the handler heap, until the handler
+ * has done 2 * ISR_RING allocations here (or 20 s pass). */
+static void isr_case_job(struct cpu *c, void *arg)
+{
+	struct isr_case *ic = arg;
+	uint64_t allocs0 = c->isr_allocs, deadline = rdtsc() + tsc_hz() * 20;
+	barrier_wait(&ic->bar);
+	timer_set(62500);
+	for (unsigned i = 0; c->isr_allocs - allocs0 < 2 * ISR_RING && rdtsc() < deadline; i++) {
+		void *p = keel_malloc(ic->heap, 16 + i % 2000);
+		if (!p || keel_free(ic->heap, p))
+			__atomic_add_fetch(&ic->bad, 1, __ATOMIC_RELAXED);
+	}
+	timer_set(0);
+}
+
+/* Allocation from an interrupt handler: the timer handler allocates and frees
+ * on a heap over a fixed region (no page source: it cannot grow), on every
+ * CPU, never while the interrupted code holds a heap lock. */
+static void kernel_isr_alloc(struct t *t)
+{
+	static struct isr_case ic;
+	memset(&ic, 0, sizeof(ic));
+	ic.bar.n = ncpus;
+	ic.heap = t->heap;
+	struct keel_stats st0, st1;
+	T_REQUIRE(t, keel_stats(&isr_heap, &st0) == 0);
+	uint64_t a0[MAX_CPUS], f0 = 0, bad0 = 0, fails0 = 0, ticks0 = 0;
+	for (unsigned i = 0; i < ncpus; i++) {
+		a0[i] = cpus[i]->isr_allocs;
+		f0 += cpus[i]->isr_frees;
+		bad0 += cpus[i]->isr_bad;
+		fails0 += cpus[i]->isr_fails;
+		ticks0 += cpus[i]->ticks;
+	}
+	struct keel_config cfg = { .source = &kernel_source, .lock = &kernel_lock };
+	static struct keel_heap h;
+	T_REQUIRE(t, keel_heap_init(&h, &cfg) == 0);
+	ic.heap = &h;
+	isr_alloc_on = 1;
+	smp_run(isr_case_job, &ic);
+	isr_alloc_on = 0;
+	isr_alloc_drain();
+	uint64_t allocs = 0, frees = 0, bad = 0, fails = 0, ticks = 0;
+	unsigned cpus_ok = 0;
+	for (unsigned i = 0; i < ncpus; i++) {
+		uint64_t a = cpus[i]->isr_allocs - a0[i];
+		cpus_ok += a >= 2 * ISR_RING;
+		allocs += a;
+		frees += cpus[i]->isr_frees;
+		bad += cpus[i]->isr_bad;
+		fails += cpus[i]->isr_fails;
+		ticks += cpus[i]->ticks;
+	}
+	frees -= f0;
+	bad -= bad0;
+	fails -= fails0;
+	ticks -= ticks0;
+	t_diag("  %u CPUs: %lu allocations and %lu frees in the timer handler, %lu ticks", ncpus,
+	       allocs, frees, ticks);
+	T_CHECK(t, cpus_ok == ncpus);
+	T_CHECK(t, allocs == frees && bad == 0 && fails == 0 && ic.bad == 0);
+	T_CHECK_HEAP(t, &isr_heap);
+	T_CHECK(t, keel_stats(&isr_heap, &st1) == 0);
+	T_CHECK(t, st1.live_blocks == st0.live_blocks && st1.alloc_count - st0.alloc_count == allocs);
+	T_CHECK(t, st1.source_maps == 0); /* a region heap: never a page source */
+	T_CHECK_HEAP(t, &h);
+	T_CHECK(t, keel_heap_destroy(&h) == 0);
+}
+
 static const struct t_case kernel_cases[] = {
 	T_CASE(kernel_source_map_unmap),  T_CASE(kernel_source_reuses_range),
 	T_CASE(kernel_source_protect),    T_CASE(kernel_freed_page_faults),
 	T_CASE(kernel_exceptions_reported), T_CASE(kernel_lock_keeps_if),
 	T_CASE(kernel_heap_exhausts_ram), T_CASE(kernel_heap_consistent),
-	{ 0 },
+	T_CASE(kernel_spinlock_token),    T_CASE(kernel_smp_stress),
+	T_CASE(kernel_isr_alloc),         { 0 },
 };
 
 /* ---- the runner ------------------------------------------------------------ */

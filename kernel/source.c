@@ -3,12 +3,15 @@
  * table of free ranges) and backs each page with a fresh, zeroed frame; unmap
  * gives back frames and range (invlpg on every page); protect turns pages into
  * guards (frame returned, PTE absent but marked GUARD) or read-only.
- * Also the lock hooks (save RFLAGS, cli; restore) and the kernel's own heap.
+ * One spinlock (interrupts off while held) covers the range table and the
+ * page tables, so any CPU may call the source. Also the heaps' lock hooks
+ * (a spinlock whose token is the saved RFLAGS) and the kernel's own heap.
  *   V1  free ranges are sorted, disjoint, non-adjacent and inside the range
  *   V2  every page of a live mapping is present or GUARD; no other heap PTE is */
 #include "../alloc/keel.h"
 #include "cpu.h"
 #include "kernel.h"
+#include "percpu.h"
 
 #define VA_MAX_RANGES 2048
 
@@ -22,6 +25,7 @@ static size_t va_used_bytes;
 static size_t va_lost_bytes; /* freed while the table was full: never reused */
 
 struct keel_heap kernel_heap;
+static struct spinlock source_lock;
 
 static void va_remove(size_t i)
 {
@@ -123,7 +127,7 @@ static void *source_map(void *ctx, size_t bytes, size_t align)
 	(void)ctx;
 	if (!bytes || bytes % PAGE_SIZE || align % PAGE_SIZE || (align & (align - 1)))
 		return NULL;
-	uint64_t flags = irq_save();
+	uintptr_t flags = spin_lock(&source_lock);
 	uintptr_t va = va_alloc(bytes, align);
 	if (!va)
 		goto fail;
@@ -138,10 +142,10 @@ static void *source_map(void *ctx, size_t bytes, size_t align)
 		}
 		memset(phys_to_virt(pa), 0, PAGE_SIZE);
 	}
-	irq_restore(flags);
+	spin_unlock(&source_lock, flags);
 	return (void *)va;
 fail:
-	irq_restore(flags);
+	spin_unlock(&source_lock, flags);
 	return NULL;
 }
 
@@ -162,14 +166,14 @@ static int source_unmap(void *ctx, void *p, size_t bytes)
 {
 	(void)ctx;
 	uintptr_t va = (uintptr_t)p;
-	uint64_t flags = irq_save();
+	uintptr_t flags = spin_lock(&source_lock);
 	if (!range_is_mapped(va, bytes)) {
-		irq_restore(flags);
+		spin_unlock(&source_lock, flags);
 		return -22; /* EINVAL: not a mapping of this source */
 	}
 	unmap_pages(va, bytes);
 	va_release(va, bytes);
-	irq_restore(flags);
+	spin_unlock(&source_lock, flags);
 	return 0;
 }
 
@@ -179,9 +183,9 @@ static int source_protect(void *ctx, void *p, size_t bytes, int prot)
 	uintptr_t va = (uintptr_t)p;
 	if (prot != KEEL_PROT_NONE && prot != KEEL_PROT_READ && prot != KEEL_PROT_RW)
 		return -22;
-	uint64_t flags = irq_save();
+	uintptr_t flags = spin_lock(&source_lock);
 	if (!range_is_mapped(va, bytes)) {
-		irq_restore(flags);
+		spin_unlock(&source_lock, flags);
 		return -22;
 	}
 	for (size_t off = 0; off < bytes; off += PAGE_SIZE) {
@@ -197,7 +201,7 @@ static int source_protect(void *ctx, void *p, size_t bytes, int prot)
 			/* a guard page becomes memory again: a fresh zeroed frame */
 			uint64_t pa = frame_alloc();
 			if (!pa) {
-				irq_restore(flags);
+				spin_unlock(&source_lock, flags);
 				return -12; /* ENOMEM; pages before this one are changed */
 			}
 			memset(phys_to_virt(pa), 0, PAGE_SIZE);
@@ -206,7 +210,7 @@ static int source_protect(void *ctx, void *p, size_t bytes, int prot)
 		pte = prot == KEEL_PROT_RW ? pte | PTE_W : pte & ~PTE_W;
 		pt_set(va + off, pte);
 	}
-	irq_restore(flags);
+	spin_unlock(&source_lock, flags);
 	return 0;
 }
 
@@ -218,21 +222,10 @@ const struct keel_source kernel_source = {
 	.zeroed = 1,
 };
 
-/* The heap lock: one CPU, so masking interrupts is the whole lock. The token
- * is RFLAGS as it was, so a caller that ran with interrupts off keeps them off. */
-static uintptr_t lock_irqsave(void *ctx)
-{
-	(void)ctx;
-	return irq_save();
-}
-
-static void lock_irqrestore(void *ctx, uintptr_t token)
-{
-	(void)ctx;
-	irq_restore(token);
-}
-
-const struct keel_lock kernel_lock = { lock_irqsave, lock_irqrestore, NULL };
+/* The heap lock: a spinlock taken with interrupts saved and disabled; the
+ * token is RFLAGS as it was, so a caller that ran with interrupts off keeps
+ * them off. Every heap given kernel_lock shares heap_lock. */
+const struct keel_lock kernel_lock = { spin_hook_lock, spin_hook_unlock, &heap_lock };
 
 void source_init(void)
 {
@@ -256,8 +249,8 @@ size_t source_va_ranges(void)
 
 int source_owns(const void *va, size_t bytes)
 {
-	uint64_t flags = irq_save();
+	uintptr_t flags = spin_lock(&source_lock);
 	int ok = range_is_mapped((uintptr_t)va, bytes);
-	irq_restore(flags);
+	spin_unlock(&source_lock, flags);
 	return ok;
 }
