@@ -453,12 +453,14 @@ static void cmd_mem(void)
 
 static void cmd_cpus(void)
 {
-	kprintf("%u CPUs online (MADT: %u enabled, %u disabled; local APIC at %lx)\n", ncpus,
-	        acpi_info.ncpus, acpi_info.ndisabled, acpi_info.lapic_pa);
+	kprintf("%u CPUs online (MADT: %u enabled, %u disabled; local APIC at %lx); "
+	        "%lu TLB shootdowns asked\n",
+	        ncpus, acpi_info.ncpus, acpi_info.ndisabled, acpi_info.lapic_pa, tlb_shootdowns);
 	for (unsigned i = 0; i < ncpus; i++) {
 		const struct cpu *c = cpus[i];
-		kprintf("cpu %u: apic %u, %s, %lu timer ticks\n", c->index, c->apic_id,
-		        i ? "started by SIPI" : "bootstrap", (uint64_t)c->ticks);
+		kprintf("cpu %u: apic %u, %s, %lu timer ticks, %lu TLB shootdowns served\n", c->index,
+		        c->apic_id, i ? "started by SIPI" : "bootstrap", (uint64_t)c->ticks,
+		        c->tlb_flushes);
 		kprintf("  cache (last stress): %lu calls, %lu allocs, %lu freed here, %lu handed on, "
 		        "%lu from cpu %u, %lu errors\n",
 		        c->st_cache_calls, c->st_allocs, c->st_frees, c->st_sent, c->st_received,

@@ -34,6 +34,7 @@ extern struct spinlock heap_lock;
 /* Interrupt vectors of the local APIC (isr.S has stubs for 48-63). */
 #define VEC_TIMER    48
 #define VEC_WAKE     49
+#define VEC_TLB      50
 #define VEC_SPURIOUS 63 /* low four bits set, as older APICs need */
 
 #define ISR_RING 16 /* blocks each CPU's timer handler keeps live */
@@ -48,6 +49,8 @@ struct cpu {
 	void (*job)(struct cpu *c, void *arg);
 	void *job_arg;
 	volatile uint32_t job_seq, done_seq;
+	volatile uint32_t tlb_seen; /* the last shootdown generation this CPU flushed for */
+	uint64_t tlb_flushes;       /* shootdowns it served */
 	/* the CPU's keel cache, attached to the heap of the job that uses it */
 	struct keel_cache cache;
 	/* what the last stress run did here */
@@ -89,10 +92,16 @@ extern unsigned ncpus; /* online CPUs */
 void percpu_init_bsp(void);  /* GS base for the bootstrap CPU, right after gdt_init */
 void smp_init(void);         /* the local APIC, then start every CPU the MADT lists */
 /* Run fn(c, arg) on every online CPU at once (this one included) with
- * interrupts enabled, and return when all have finished. Every CPU flushes
- * its TLB before and after (see smp.c on TLB coherence). */
+ * interrupts enabled, and return when all have finished. */
 void smp_run(void (*fn)(struct cpu *c, void *arg), void *arg);
 void smp_interrupt(unsigned vector); /* isr_dispatch, for vectors 48-63 */
+/* After page-table entries were cleared or narrowed: every other online CPU
+ * flushes its TLB before this returns. Call with the page source's lock held
+ * (shootdowns never overlap) and before freed frames can be handed out again.
+ * A CPU spinning for a lock with interrupts off serves the request from its
+ * spin loop, so no lock holder waits on a CPU that waits on it. */
+void tlb_shootdown(void);
+extern uint64_t tlb_shootdowns; /* requests made, since boot */
 /* The local APIC timer on this CPU: period in APIC ticks (bus / 16), 0 stops it. */
 void timer_set(uint32_t count);
 

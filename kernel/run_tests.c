@@ -442,13 +442,59 @@ static void kernel_spinlock_token(struct t *t)
 	       lr.lock.contended);
 }
 
+struct tlb_case {
+	volatile uint8_t *va;
+	uint8_t seen[MAX_CPUS];
+};
+
+static void tlb_case_read(struct cpu *c, void *arg)
+{
+	struct tlb_case *tc = arg;
+	tc->seen[c->index] = tc->va[100];
+}
+
+/* A TLB shootdown reaches every CPU: each reads a page (so its TLB holds
+ * the translation), the page is moved to another frame with the other CPUs'
+ * entries stale, and after tlb_shootdown every CPU reads the new frame. */
+static void kernel_tlb_shootdown(struct t *t)
+{
+	static struct tlb_case tc;
+	uint8_t *p = kernel_source.map(kernel_source.ctx, PAGE_SIZE, PAGE_SIZE);
+	T_REQUIRE(t, p != NULL);
+	tc.va = p;
+	memset(p, 0xaa, PAGE_SIZE);
+	smp_run(tlb_case_read, &tc);
+	for (unsigned i = 0; i < ncpus; i++)
+		T_CHECK(t, tc.seen[i] == 0xaa);
+	uint64_t pa = frame_alloc();
+	T_REQUIRE(t, pa != 0);
+	memset(phys_to_virt(pa), 0x55, PAGE_SIZE);
+	uint64_t old = pt_get((uintptr_t)p);
+	uint64_t served[MAX_CPUS];
+	for (unsigned i = 0; i < ncpus; i++)
+		served[i] = cpus[i]->tlb_flushes;
+	pt_set((uintptr_t)p, (old & ~PTE_ADDR) | pa); /* invlpg here only */
+	tlb_shootdown();
+	smp_run(tlb_case_read, &tc);
+	for (unsigned i = 0; i < ncpus; i++) {
+		T_CHECK(t, tc.seen[i] == 0x55);
+		T_CHECK(t, i == 0 || cpus[i]->tlb_flushes == served[i] + 1);
+	}
+	pt_set((uintptr_t)p, old);
+	tlb_shootdown();
+	frame_free(pa);
+	T_CHECK(t, kernel_source.unmap(kernel_source.ctx, p, PAGE_SIZE) == 0);
+}
+
 /* The SMP stress: every CPU through its own keel cache, half its blocks freed
  * by the next CPU, the timer allocating in its handler all along. */
 static void kernel_smp_stress(struct t *t)
 {
 	static struct stress_result r;
 	unsigned rounds = 40;
+	uint64_t shootdowns = tlb_shootdowns;
 	int rc = smp_stress(rounds, &r);
+	t_diag("  %lu TLB shootdowns during the run", tlb_shootdowns - shootdowns);
 	t_diag("  %u CPUs, %u rounds: %lu blocks, %lu crossed CPUs; timer handler %lu allocs, "
 	       "%lu frees in %lu ticks",
 	       r.ncpus, r.rounds, r.allocs, r.crossed, r.isr_allocs, r.isr_frees, r.ticks);
@@ -548,7 +594,8 @@ static const struct t_case kernel_cases[] = {
 	T_CASE(kernel_source_protect),    T_CASE(kernel_freed_page_faults),
 	T_CASE(kernel_exceptions_reported), T_CASE(kernel_lock_keeps_if),
 	T_CASE(kernel_heap_exhausts_ram), T_CASE(kernel_heap_consistent),
-	T_CASE(kernel_spinlock_token),    T_CASE(kernel_smp_stress),
+	T_CASE(kernel_spinlock_token),    T_CASE(kernel_tlb_shootdown),
+	T_CASE(kernel_smp_stress),
 	T_CASE(kernel_isr_alloc),         { 0 },
 };
 

@@ -7,12 +7,13 @@
  * kprintf takes no lock (print.c is shared with the UEFI application): other
  * CPUs print only when they fail, so at worst a failure's lines interleave.
  *
- * TLB coherence: source.c changes page tables on whichever CPU calls it and
- * flushes only that CPU's TLB (no shootdown IPI). That is safe here because
- * other CPUs touch heap memory only inside smp_run jobs, every CPU flushes
- * its whole TLB at the start and end of each job, and within a job an
- * unmapped range is neither touched again (it was freed) nor handed out
- * again (source.c reuses heap addresses only after 512 GiB of mappings). */
+ * TLB coherence: source.c clears page-table entries on whichever CPU unmaps
+ * and then calls tlb_shootdown, which IPIs every other online CPU and waits
+ * until each has flushed, all before the source's lock (and so the freed
+ * frames) is let go. A CPU spinning for any spinlock serves a pending
+ * shootdown from its spin loop, so a CPU waiting with interrupts off cannot
+ * stall the one that asked.
+ */
 #include "../alloc/keel.h"
 #include "cpu.h"
 #include "kernel.h"
@@ -50,6 +51,20 @@ struct tramp_data {
 	uint64_t cr3, efer, stack, arg, entry;
 };
 
+static volatile uint32_t tlb_gen;
+uint64_t tlb_shootdowns;
+
+/* Flush this CPU's TLB if a shootdown is pending, and say so. */
+static void tlb_serve(struct cpu *c)
+{
+	uint32_t gen = __atomic_load_n(&tlb_gen, __ATOMIC_ACQUIRE);
+	if (c->tlb_seen == gen)
+		return;
+	tlb_flush_all();
+	c->tlb_flushes++;
+	__atomic_store_n(&c->tlb_seen, gen, __ATOMIC_RELEASE);
+}
+
 /* ---- spinlocks ------------------------------------------------------------- */
 
 struct spinlock heap_lock;
@@ -63,8 +78,10 @@ uintptr_t spin_lock(struct spinlock *l)
 	int waited = 0;
 	while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
 		waited = 1;
-		while (__atomic_load_n(&l->locked, __ATOMIC_RELAXED))
+		while (__atomic_load_n(&l->locked, __ATOMIC_RELAXED)) {
+			tlb_serve(this_cpu());
 			cpu_pause();
+		}
 	}
 	l->owner = me;
 	l->contended += waited;
@@ -261,6 +278,8 @@ void smp_interrupt(unsigned vector)
 	struct cpu *c = this_cpu();
 	if (vector == VEC_SPURIOUS)
 		return; /* no EOI for a spurious interrupt */
+	if (vector == VEC_TLB)
+		tlb_serve(c);
 	if (vector == VEC_TIMER) {
 		c->ticks++;
 		if (isr_alloc_on)
@@ -294,9 +313,7 @@ void ap_entry(struct cpu *c)
 		uint32_t seq = __atomic_load_n(&c->job_seq, __ATOMIC_ACQUIRE);
 		if (seq != c->done_seq) {
 			irq_enable();
-			tlb_flush_all();
 			c->job(c, c->job_arg);
-			tlb_flush_all();
 			__atomic_store_n(&c->done_seq, seq, __ATOMIC_RELEASE);
 			continue;
 		}
@@ -314,12 +331,26 @@ void smp_run(void (*fn)(struct cpu *c, void *arg), void *arg)
 		__atomic_store_n(&c->job_seq, c->job_seq + 1, __ATOMIC_RELEASE);
 		lapic_ipi(c->apic_id, VEC_WAKE);
 	}
-	tlb_flush_all();
 	fn(cpus[0], arg);
 	for (unsigned i = 1; i < ncpus; i++)
 		while (__atomic_load_n(&cpus[i]->done_seq, __ATOMIC_ACQUIRE) != cpus[i]->job_seq)
 			cpu_pause();
-	tlb_flush_all();
+}
+
+void tlb_shootdown(void)
+{
+	if (ncpus == 1)
+		return;
+	struct cpu *me = this_cpu();
+	uint32_t gen = __atomic_add_fetch(&tlb_gen, 1, __ATOMIC_ACQ_REL);
+	me->tlb_seen = gen; /* the caller flushed its own entries (invlpg) */
+	tlb_shootdowns++;
+	for (unsigned i = 0; i < ncpus; i++)
+		if (cpus[i] != me)
+			lapic_ipi(cpus[i]->apic_id, VEC_TLB);
+	for (unsigned i = 0; i < ncpus; i++)
+		while (cpus[i] != me && __atomic_load_n(&cpus[i]->tlb_seen, __ATOMIC_ACQUIRE) != gen)
+			cpu_pause();
 }
 
 /* Start the CPU with apic_id; returns its struct cpu once it is online, or
@@ -406,5 +437,5 @@ void smp_init(void)
 	}
 	pt_unmap(TRAMPOLINE_PA);
 	pt_prune(TRAMPOLINE_PA, PAGE_SIZE);
-	/* the other CPUs flush their TLBs before their first job */
+	tlb_shootdown();
 }

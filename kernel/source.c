@@ -4,7 +4,8 @@
  * gives back frames and range (invlpg on every page); protect turns pages into
  * guards (frame returned, PTE absent but marked GUARD) or read-only.
  * One spinlock (interrupts off while held) covers the range table and the
- * page tables, so any CPU may call the source. Also the heaps' lock hooks
+ * page tables, so any CPU may call the source; unmap and protect end with a
+ * TLB shootdown (smp.c) before the lock, and so the frames, are let go. Also the heaps' lock hooks
  * (a spinlock whose token is the saved RFLAGS) and the kernel's own heap.
  *   V1  free ranges are sorted, disjoint, non-adjacent and inside the range
  *   V2  every page of a live mapping is present or GUARD; no other heap PTE is */
@@ -173,6 +174,7 @@ static int source_unmap(void *ctx, void *p, size_t bytes)
 	}
 	unmap_pages(va, bytes);
 	va_release(va, bytes);
+	tlb_shootdown();
 	spin_unlock(&source_lock, flags);
 	return 0;
 }
@@ -201,6 +203,7 @@ static int source_protect(void *ctx, void *p, size_t bytes, int prot)
 			/* a guard page becomes memory again: a fresh zeroed frame */
 			uint64_t pa = frame_alloc();
 			if (!pa) {
+				tlb_shootdown();
 				spin_unlock(&source_lock, flags);
 				return -12; /* ENOMEM; pages before this one are changed */
 			}
@@ -210,6 +213,7 @@ static int source_protect(void *ctx, void *p, size_t bytes, int prot)
 		pte = prot == KEEL_PROT_RW ? pte | PTE_W : pte & ~PTE_W;
 		pt_set(va + off, pte);
 	}
+	tlb_shootdown();
 	spin_unlock(&source_lock, flags);
 	return 0;
 }
