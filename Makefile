@@ -248,7 +248,8 @@ endef
 $(eval $(call kernel_home,kernel,$(CC)))
 $(eval $(call kernel_home,kernel-clang,$(CLANG)))
 
-# The ISO: GRUB (BIOS) with only the modules grub.cfg uses, about 4 MiB.
+# The ISO: GRUB with only the modules grub.cfg uses, about 5 MiB; it boots on
+# BIOS and, through the EFI image grub-mkrescue adds, on UEFI (OVMF).
 $(BUILD)/keel.iso: $(BUILD)/kernel/keel.elf boot/grub.cfg
 	@mkdir -p $(BUILD)/iso/boot/grub
 	$(call say,ISO,$@)
@@ -272,10 +273,17 @@ SMP ?= 4
 QEMU_RUN = $(QEMU) -M pc -accel tcg -m $(MEM) -smp $(SMP) -display none -no-reboot \
            -device isa-debug-exit,iobase=0xf4,iosize=0x04 -cdrom $(BUILD)/keel.iso \
            -smbios type=11,value=keel.mode=monitor
+# $(call qemu_interactive,QEMU COMMAND[,LOG]): that, with the serial line on
+# this terminal; with LOG, piped input waits until the prompt is in LOG.
+comma := ,
+qemu_interactive = if [ -t 0 ]; then $(1) -serial mon:stdio; rc=$$?; [ $$rc -eq 0 ] && rc=33; \
+	else { $(if $(2),n=0; until grep -qs 'keel> ' $(2) || [ $$n -gt 300 ]; do \
+	sleep 1; n=$$((n + 1)); done;) cat; printf '\004'; } | timeout 600 $(1) \
+	$(if $(2),-chardev stdio$(comma)id=con$(comma)logfile=$(2) -serial chardev:con,-serial stdio); \
+	rc=$$?; fi; \
+		[ $$rc -eq 33 ] || { echo "make $@: QEMU exit status $$rc" >&2; exit 1; }
 run: $(BUILD)/keel.iso
-	$(Q)if [ -t 0 ]; then $(QEMU_RUN) -serial mon:stdio; rc=$$?; [ $$rc -eq 0 ] && rc=33; \
-	else { cat; printf '\004'; } | timeout 600 $(QEMU_RUN) -serial stdio; rc=$$?; fi; \
-		[ $$rc -eq 33 ] || { echo "make run: QEMU exit status $$rc" >&2; exit 1; }
+	$(Q)$(call qemu_interactive,$(QEMU_RUN))
 RUN_HELP := boot the kernel in QEMU and open its monitor on this terminal (halt or Ctrl-A X quits)
 
 # Suites: the kernel's cases at three memory sizes, the monitor driven through
@@ -298,6 +306,75 @@ $(BUILD)/test/kernel-clang.tap: FORCE
 		$(BUILD)/kernel-clang/keel.elf
 
 -include $(KERNEL_OBJS:.o=.d)
+
+# ---- UEFI application (GNU-EFI) ----------------------------------------------
+# build/keel.efi: the core, the shared cases, uefi/ and the kernel's printf and
+# memcpy (kernel/print.c, kernel/lib.c) compiled for UEFI into build/uefi/
+# (position-independent, no red zone, 2-byte wchar_t for UCS-2 strings, the
+# firmware's ms_abi calls), linked by gnu-efi's crt0 and linker script into an
+# ELF shared object, which objcopy turns into a PE image. build/uefi/esp.img
+# is a FAT image holding it as EFI/BOOT/BOOTX64.EFI, which OVMF boots by
+# itself. Each QEMU run gets its own copy of the OVMF variables.
+EFI_INC ?= /usr/include/efi
+EFI_LIB ?= /usr/lib
+OBJCOPY ?= objcopy
+OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
+UE := $(BUILD)/uefi
+UEFI_SRCS := $(CORE_SRCS) $(TEST_SRCS) $(wildcard uefi/*.c) kernel/print.c kernel/lib.c
+UEFI_OBJS := $(UEFI_SRCS:%.c=$(UE)/%.o)
+CFLAGS_UEFI := $(CFLAGS_CORE) -fpic -fshort-wchar -mno-red-zone -fno-asynchronous-unwind-tables \
+               -DKEEL_DEBUG=1 -DGNU_EFI_USE_MS_ABI -isystem $(EFI_INC) -isystem $(EFI_INC)/x86_64
+LDFLAGS_UEFI := -nostdlib -znocombreloc -shared -Bsymbolic --fatal-warnings \
+                -T $(EFI_LIB)/elf_x86_64_efi.lds
+$(UEFI_OBJS): $(UE)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CC) $(CFLAGS_UEFI) $(if $(filter alloc/%,$<),$(CFLAGS_KERNEL_CORE)) -c $< -o $@
+$(UE)/keel.so: $(UEFI_OBJS)
+	$(call say,LD,$@)
+	$(Q)$(LD) $(LDFLAGS_UEFI) $(EFI_LIB)/crt0-efi-x86_64.o $^ -L$(EFI_LIB) -lgnuefi -o $@
+$(BUILD)/keel.efi: $(UE)/keel.so
+	$(call say,EFI,$@)
+	$(Q)$(OBJCOPY) -j .text -j .sdata -j .data -j .dynamic -j .dynsym -j .rel -j .rela \
+		-j '.rel.*' -j '.rela.*' -j .reloc --target efi-app-x86_64 --subsystem=10 $< $@
+$(UE)/esp.img: $(BUILD)/keel.efi
+	$(call say,FAT,$@)
+	$(Q)rm -f $@ && dd if=/dev/zero of=$@ bs=1k count=2880 status=none && \
+		mformat -i $@ -f 2880 :: && mmd -i $@ ::/EFI ::/EFI/BOOT && \
+		mcopy -i $@ $< ::/EFI/BOOT/BOOTX64.EFI
+efi: $(BUILD)/keel.efi $(UE)/esp.img
+all: efi
+.PHONY: efi
+
+# make run-efi: the application's monitor on this terminal, as make run does
+# for the kernel. Piped input (`echo stats | make run-efi`) waits for the
+# application's prompt: the firmware reads and drops what comes earlier.
+# EFI_MEM: the RAM (256M).
+EFI_MEM ?= 256M
+QEMU_EFI_RUN = $(QEMU) -M pc -accel tcg -m $(EFI_MEM) -display none -no-reboot -nic none \
+               -drive if=pflash,format=raw,readonly=on,file=$(OVMF_CODE) \
+               -drive if=pflash,format=raw,file=$(UE)/run-vars.fd \
+               -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+               -drive format=raw,file=$(UE)/esp.img,snapshot=on \
+               -smbios type=11,value=keel.mode=monitor
+run-efi: $(UE)/esp.img
+	$(Q)cp $(OVMF_VARS) $(UE)/run-vars.fd && rm -f $(UE)/run.log
+	$(Q)$(call qemu_interactive,$(QEMU_EFI_RUN),$(UE)/run.log)
+.PHONY: run-efi
+
+# Suites, booted by OVMF side by side (tests/qemu ovmf): kernel-ovmf, the
+# kernel's cases at 128M with build/keel.iso started by UEFI GRUB, and uefi,
+# the shared cases in the application at 256M (a case maps up to about
+# 11 MiB, and the firmware keeps its share of RAM).
+# One boot alone: tests/qemu efi 256M build/uefi/esp.img OUT.tap
+TAP_SUITES += kernel-ovmf uefi
+OVMF_TAPS := $(BUILD)/test/kernel-ovmf.tap $(BUILD)/test/uefi.tap
+$(OVMF_TAPS) &: $(BUILD)/keel.iso $(UE)/esp.img FORCE
+	$(call say,QEMU,$(OVMF_TAPS))
+	$(Q)tests/qemu ovmf $(BUILD)/keel.iso $(UE)/esp.img $(BUILD)/test
+
+-include $(UEFI_OBJS:.o=.d)
 
 # ---- embedding kit ------------------------------------------------------------
 # For kernels that copy keel in (PORTING.md):
@@ -513,6 +590,7 @@ help:
 	@echo 'keel targets:'
 	@echo '  make run     $(RUN_HELP)'
 	@echo '  make run-hosted  the hosted demo: a heap on mmap allocates, frees, prints stats'
+	@echo '  make run-efi     boot the UEFI application (OVMF) and open its monitor here'
 	@echo '  make test    install missing packages (scripts/deps), build and run every'
 	@echo '               suite ($(TAP_SUITES)), print "N passed, N failed"'
 	@echo '  make bench   time every workload under keel, glibc, jemalloc, mimalloc and'
