@@ -140,6 +140,7 @@ extern const struct t_case random_cases[];     /* random.c: random ops against a
 extern const struct t_case cache_cases[];      /* cache.c: keel_cache, the per-thread front end */
 extern const struct t_case misuse_cases[];     /* misuse.c: each fault, default and checked mode */
 extern const struct t_case inject_cases[];     /* inject.c: a map refused at each call in turn */
+extern const struct t_case corrupt_cases[];    /* corrupt.c: damage reported, error paths */
 
 /* Run every case of every suite, printing TAP through t_env_write.
  * Returns the number of failed cases. passed/failed may be NULL. */
