@@ -562,6 +562,77 @@ $(BUILD)/test/fuzz.tap: $(FZ)/fuzz FORCE
 
 -include $(FUZZ_OBJS:.o=.d)
 
+# ---- coverage -----------------------------------------------------------------
+# make coverage: line and branch coverage of alloc/*.c from the hosted suites,
+# printed and written to build/coverage/report.txt (gcc --coverage, plain
+# gcov). The core is built once at -O0 (so lines map to code) with -fPIC, and
+# the same objects make the runner, hosted/whitebox.c, the stress test, the
+# guard test and build/coverage/libkeel.so, so every run adds to one set of
+# counts. scripts/coverage clears the counts, runs those (dropin_test under
+# the drop-in) and sums gcov's output; COV_MIN (95) is the line figure the
+# coverage suite requires. About 15 s.
+# Suite whitebox: hosted/whitebox.c, on the hosted-gcc core, breaks each
+# invariant keel_check tests (fields the API cannot reach) and checks the
+# label it reports, then repairs it and checks the heap is clean again.
+COV := $(BUILD)/coverage
+COV_MIN ?= 95
+CFLAGS_COV_CORE := $(filter-out -O2,$(CFLAGS_CORE)) -O0 -fPIC --coverage -fprofile-update=atomic
+COV_FREE_SRCS := $(TEST_SRCS) hosted/source_linux.c
+COV_LIBC_SRCS := hosted/run_tests.c hosted/whitebox.c hosted/stress.c hosted/guard_test.c
+COV_CORE_OBJS := $(CORE_SRCS:%.c=$(COV)/%.o)
+COV_SOURCE_OBJ := $(COV)/hosted/source_linux.o
+COV_PROGS := $(COV)/run_tests $(COV)/whitebox $(COV)/stress $(COV)/guard_test \
+             $(COV)/dropin_test $(COV)/libkeel.so
+$(COV_CORE_OBJS): $(COV)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_COV_CORE) -c $< -o $@
+$(COV_FREE_SRCS:%.c=$(COV)/%.o): $(COV)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_CORE) -fPIC -c $< -o $@
+$(COV_LIBC_SRCS:%.c=$(COV)/%.o) $(COV)/hosted/dropin.o: $(COV)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -fPIC -c $< -o $@
+$(COV)/run_tests: $(COV_CORE_OBJS) $(TEST_SRCS:%.c=$(COV)/%.o) $(COV_SOURCE_OBJ) \
+                  $(COV)/hosted/run_tests.o
+$(COV)/whitebox: $(COV_CORE_OBJS) $(COV_SOURCE_OBJ) $(COV)/hosted/whitebox.o
+$(COV)/guard_test: $(COV_CORE_OBJS) $(COV_SOURCE_OBJ) $(COV)/hosted/guard_test.o
+$(COV)/stress: $(COV_CORE_OBJS) $(COV_SOURCE_OBJ) $(COV)/hosted/stress.o
+$(COV)/run_tests $(COV)/whitebox $(COV)/guard_test $(COV)/stress:
+	$(call say,LD,$@)
+	$(Q)$(GCC) --coverage -pthread -Wl,--fatal-warnings $^ -o $@
+$(COV)/libkeel.so: $(COV_CORE_OBJS) $(COV_SOURCE_OBJ) $(COV)/hosted/dropin.o
+	$(call say,LD,$@)
+	$(Q)$(GCC) --coverage -shared -pthread -Wl,-z,defs -Wl,-Bsymbolic-functions \
+		-Wl,--fatal-warnings $^ -o $@
+$(COV)/dropin_test: $(HG)/dropin_test
+	$(Q)cp $< $@
+coverage: $(COV_PROGS)
+	$(Q)scripts/coverage $(COV) $(COV_MIN)
+.PHONY: coverage
+
+# The whitebox test on the hosted-gcc core, as an embedder builds it.
+$(HG)/hosted/whitebox.o: hosted/whitebox.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(GCC) $(CFLAGS_HOSTED) -c $< -o $@
+$(HG)/whitebox: $(HG)/hosted/whitebox.o $(HG)/hosted/source_linux.o $(HOSTED_CORE_OBJS_gcc)
+	$(call say,LD,$@)
+	$(Q)$(GCC) -Wl,--fatal-warnings $^ -o $@
+
+TAP_SUITES += whitebox coverage
+$(BUILD)/test/whitebox.tap: $(HG)/whitebox FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 60 $@ $<
+$(BUILD)/test/coverage.tap: $(COV_PROGS) FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -t 120 $@ scripts/coverage --tap $(COV) $(COV_MIN)
+
+-include $(COV_CORE_OBJS:.o=.d) $(COV_FREE_SRCS:%.c=$(COV)/%.d) \
+         $(COV_LIBC_SRCS:%.c=$(COV)/%.d) $(COV)/hosted/dropin.d $(HG)/hosted/whitebox.d
+
 # ---- test summary -----------------------------------------------------------
 # A suite is one TAP file, build/test/<suite>.tap, made by a rule that always
 # leaves the file (scripts/tap-run records a bad exit in it). To add a suite,
@@ -598,6 +669,8 @@ help:
 	@echo '  make bench-callgrind  instructions per operation: build/bench/callgrind.md'
 	@echo '  make fuzz    run the libFuzzer target for FUZZ_SECS (300) seconds; findings'
 	@echo '               go to build/fuzz/crash-*'
+	@echo '  make coverage  line and branch coverage of alloc/ from the hosted suites:'
+	@echo '               build/coverage/report.txt'
 	@echo '  make all     build everything (hosted runners, seed example, demo, ...)'
 	@echo '  make deps    install the packages the build needs, if missing'
 	@echo '  make clean   remove build/'
