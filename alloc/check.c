@@ -50,10 +50,29 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	}
 	if (r->nfree != listed + (size_t)(r->nslots - r->bump))
 		return fail(c, "R1 nfree == listed + never used", (void *)u);
+	/* Every set bit of the run's chunk, a word of the bitmap at a time: a
+	 * slot's start (R2), or the aligned mark on the granule after a live
+	 * slot's start; anything else is a stray bit (B5). */
 	size_t used = 0, live = 0, live_bytes = 0;
-	for (size_t i = 0; i < r->nslots; i++) {
-		uintptr_t p = u + i * cl->size;
-		if (kl_bit_get(s, p)) {
+	size_t first = kl_bit_index(s, u), last = kl_bit_index(s, u + KL_RUN);
+	for (size_t w = first >> 6; w <= (last - 1) >> 6; w++) {
+		uint64_t word = s->bits[w];
+		if (w == first >> 6)
+			word &= ~(uint64_t)0 << (first & 63);
+		if (w == (last - 1) >> 6 && (last & 63))
+			word &= ~(~(uint64_t)0 << (last & 63));
+		for (; word; word &= word - 1) {
+			uintptr_t p = s->base + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
+			size_t off = p - u, i = kl_slot_index(h, r, off);
+			size_t rem = off - i * cl->size;
+			if (i >= r->nslots || (rem && (rem != KL_GRAN || cl->size == KL_GRAN)))
+				return fail(c, "B5 no stray bits inside a slot", (void *)p);
+			if (rem) {
+				if (!kl_bit_get(s, p - KL_GRAN))
+					return fail(c, "B5 aligned mark only on a live slot",
+					            (void *)p);
+				continue;
+			}
 			if (i >= r->bump)
 				return fail(c, "R2 never-used slot has its bit clear", (void *)p);
 			used++;
@@ -80,11 +99,6 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 				live_bytes += cl->size;
 			}
 		}
-		for (size_t g = KL_GRAN * 2; g < cl->size; g += KL_GRAN)
-			if (kl_bit_get(s, p + g))
-				return fail(c, "B5 no stray bits inside a slot", (void *)(p + g));
-		if (cl->size > KL_GRAN && kl_bit_get(s, p + KL_GRAN) && !kl_bit_get(s, p))
-			return fail(c, "B5 aligned mark only on a live slot", (void *)p);
 	}
 	if (used != (size_t)r->nslots - r->nfree)
 		return fail(c, "R2 live slots == bits set", (void *)u);
