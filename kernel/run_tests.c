@@ -211,6 +211,44 @@ static void kernel_freed_page_faults(struct t *t)
 	}
 }
 
+/* Checked mode's guard pages on bare metal: a large block ends right at an
+ * unmapped page, so running off its end is a page fault the handler
+ * reports, as is touching it once freed (it waits in the quarantine
+ * inaccessible); a sampled small block (guard_every) too. */
+static void kernel_checked_guards_fault(struct t *t)
+{
+	static struct keel_heap ch;
+	struct keel_config cfg = { .source = &kernel_source,
+		                   .lock = &kernel_lock,
+		                   .flags = KEEL_HEAP_CHECKED };
+	size_t frames = frame_free_count();
+	T_REQUIRE(t, keel_heap_init(&ch, &cfg) == 0);
+	size_t size = (2 << 20) + 5;
+	char *p = keel_malloc(&ch, size);
+	T_REQUIRE(t, p != NULL);
+	struct fault_info fi = { 0, 0, 0, 0 };
+	T_CHECK(t, fault_try(touch_write, p + size - 1, &fi) == 0);
+	/* the canary fills the block's last 16 bytes and the 16 after: the
+	 * guard page starts at most 32 bytes past the end */
+	char *over = p + ((size + 15) & ~(size_t)15) + 16;
+	T_CHECK(t, fault_try(touch_write, over, &fi) == 1);
+	T_CHECK(t, fi.vector == 14 && fi.cr2 == (uintptr_t)over);
+	T_CHECK(t, keel_free(&ch, p) == 0);
+	T_CHECK(t, fault_try(touch_read, p, &fi) == 1 && fi.cr2 == (uintptr_t)p);
+	T_CHECK(t, keel_check(&ch, NULL) == 0);
+	T_CHECK(t, keel_heap_destroy(&ch) == 0);
+
+	cfg.guard_every = 1;
+	T_REQUIRE(t, keel_heap_init(&ch, &cfg) == 0);
+	char *q = keel_malloc(&ch, 40);
+	T_REQUIRE(t, q != NULL);
+	T_CHECK(t, fault_try(touch_write, q + 39, &fi) == 0);
+	T_CHECK(t, fault_try(touch_write, q + 48, &fi) == 1 && fi.cr2 == (uintptr_t)(q + 48));
+	T_CHECK(t, keel_free(&ch, q) == 0);
+	T_CHECK(t, keel_heap_destroy(&ch) == 0);
+	T_CHECK(t, frame_free_count() == frames);
+}
+
 static void do_ud2(void *arg)
 {
 	(void)arg;
@@ -592,6 +630,7 @@ static void kernel_isr_alloc(struct t *t)
 static const struct t_case kernel_cases[] = {
 	T_CASE(kernel_source_map_unmap),  T_CASE(kernel_source_reuses_range),
 	T_CASE(kernel_source_protect),    T_CASE(kernel_freed_page_faults),
+	T_CASE(kernel_checked_guards_fault),
 	T_CASE(kernel_exceptions_reported), T_CASE(kernel_lock_keeps_if),
 	T_CASE(kernel_heap_exhausts_ram), T_CASE(kernel_heap_consistent),
 	T_CASE(kernel_spinlock_token),    T_CASE(kernel_tlb_shootdown),
