@@ -122,6 +122,14 @@ $(BUILD)/test/nm-clang.tap: $(HOSTED_CORE_OBJS_clang) FORCE
 	$(call say,TEST,$@)
 	$(Q)NM=$(NM) scripts/tap-run $@ scripts/nm-check $(HOSTED_CORE_OBJS_clang)
 
+# keel.h as C++: it must compile on its own with g++ and clang++.
+TAP_SUITES += header-cxx
+$(BUILD)/test/header-cxx.tap: tests/keel_h.cpp alloc/keel.h FORCE
+	$(call say,TEST,$@)
+	$(Q)scripts/tap-run -n keel_h_gxx_and_clangxx $@ sh -c '\
+		g++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only tests/keel_h.cpp && \
+		clang++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only tests/keel_h.cpp'
+
 -include $(HOSTED_OBJS:.o=.d)
 
 # ---- drop-in (Linux malloc) -------------------------------------------------
