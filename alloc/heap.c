@@ -429,7 +429,8 @@ void kl_free_locked(struct kl_heap *h, struct kl_op *op, uintptr_t p, const stru
 		kl_large_free(h, op, bi->seg);
 }
 
-void *keel_malloc(struct keel_heap *heap, size_t size)
+/* keel_malloc and keel_aligned_alloc: align is 16 or a checked power of two. */
+static void *alloc_public(struct keel_heap *heap, size_t size, size_t align, int align_ok)
 {
 	KL_VG_SCOPE;
 	struct kl_heap *h = kl_heap_get(heap);
@@ -437,25 +438,9 @@ void *keel_malloc(struct keel_heap *heap, size_t size)
 		return NULL;
 	struct kl_op op;
 	int fresh;
-	kl_op_begin(h, &op);
-	void *p = kl_alloc_locked(h, &op, size, KL_GRAN, &fresh);
-	kl_op_end(h, &op);
-	if (p)
-		KL_VG_ALLOC(p, size, fresh);
-	return p;
-}
-
-void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
-{
-	KL_VG_SCOPE;
-	struct kl_heap *h = kl_heap_get(heap);
-	if (!h)
-		return NULL;
-	struct kl_op op;
-	int fresh;
-	kl_op_begin(h, &op);
 	void *p = NULL;
-	if (align == 0 || (align & (align - 1)) || align > KEEL_MAX_ALIGN)
+	kl_op_begin(h, &op);
+	if (!align_ok)
 		h->failed++;
 	else
 		p = kl_alloc_locked(h, &op, size, align, &fresh);
@@ -463,6 +448,17 @@ void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
 	if (p)
 		KL_VG_ALLOC(p, size, fresh);
 	return p;
+}
+
+void *keel_malloc(struct keel_heap *heap, size_t size)
+{
+	return alloc_public(heap, size, KL_GRAN, 1);
+}
+
+void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size)
+{
+	int ok = align && !(align & (align - 1)) && align <= KEEL_MAX_ALIGN;
+	return alloc_public(heap, size, align, ok);
 }
 
 void *keel_calloc(struct keel_heap *heap, size_t n, size_t size)

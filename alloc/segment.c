@@ -165,12 +165,9 @@ int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len)
 
 static void large_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 
-/* Give back every parked arena and every cached large block, now: a source
- * that refused a mapping may grant it once these are returned. Returns
- * whether there was anything to give. */
-static int seg_release_caches(struct kl_heap *h, struct kl_op *op)
+/* Hand every parked arena and cached large block to op for unmapping. */
+static void seg_drop_kept(struct kl_heap *h, struct kl_op *op)
 {
-	int any = h->parked || h->large_cache;
 	while (h->parked) {
 		struct kl_seg *s = h->parked;
 		h->parked = s->park_next;
@@ -179,6 +176,15 @@ static int seg_release_caches(struct kl_heap *h, struct kl_op *op)
 	}
 	while (h->large_cache)
 		large_release(h, op, h->large_cache);
+}
+
+/* Give back every parked arena and every cached large block, now: a source
+ * that refused a mapping may grant it once these are returned. Returns
+ * whether there was anything to give. */
+static int seg_release_caches(struct kl_heap *h, struct kl_op *op)
+{
+	int any = h->parked || h->large_cache;
+	seg_drop_kept(h, op);
 	if (any)
 		kl_op_flush(h, op);
 	return any;
@@ -437,14 +443,7 @@ static int reg_leaf_live(const uintptr_t *leaf)
  * that name no live segment. */
 void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 {
-	while (h->parked) {
-		struct kl_seg *s = h->parked;
-		h->parked = s->park_next;
-		h->empty_bytes -= s->bytes;
-		kl_seg_release(h, op, s);
-	}
-	while (h->large_cache)
-		large_release(h, op, h->large_cache);
+	seg_drop_kept(h, op);
 	if (h->has_caches)
 		return; /* keel_cache_free reads the registry without the lock */
 	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
