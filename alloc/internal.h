@@ -204,7 +204,7 @@ struct kl_seg {
 #define KL_SEG_LARGE         3
 #define KL_LARGE_HDR         ((size_t)128)
 #define KL_LARGE_CACHE_MAX   16                 /* freed large blocks kept (S5) */
-#define KL_LARGE_CACHE_BYTES ((size_t)32 << 20) /* and their bytes at most */
+#define KL_LARGE_CACHE_BYTES ((size_t)64 << 20) /* and their bytes at most */
 _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tail slot");
 
 /* ---- registry --------------------------------------------------------------

@@ -198,7 +198,7 @@ KEEL_API void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t s
  * KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE or KEEL_ECORRUPT.
  * O(1); calls the page source only when a segment becomes empty beyond the
  * retained amount, or when a large block does not fit the large-block cache
- * (up to 16 freed large blocks and 32 MiB are kept for reuse, as free bytes,
+ * (up to 16 freed large blocks and 64 MiB are kept for reuse, as free bytes,
  * until keel_trim). Thread-safe (a concurrent double free is still reported
  * once). */
 KEEL_API int keel_free(struct keel_heap *heap, void *p);
