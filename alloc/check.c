@@ -445,7 +445,7 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 				kb.size = size;
 				kb.is_free = !kl_bit_get(s, p);
 				if (h->checked && !kb.is_free) {
-					kb.is_free = kl_chk_is_quarantined(h, s, p);
+					kb.is_free = kl_chk_state(h, s, p) != KL_CHK_LIVE;
 					kb.size = kb.is_free ? size : kl_chk_small_len(p, size);
 				}
 				kb.kind = KEEL_KIND_SMALL;

@@ -128,11 +128,6 @@ int kl_chk_state(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p)
 	                                    : KL_CHK_LIVE;
 }
 
-int kl_chk_is_quarantined(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p)
-{
-	return kl_chk_state(h, s, p) != KL_CHK_LIVE;
-}
-
 /* The free block at p (its bit set) was written after its free: say so and
  * retire it. */
 void kl_chk_retire(struct kl_heap *h, const struct kl_seg *s, uintptr_t p)

@@ -11,13 +11,10 @@
 
 /* Build knobs, each with a safe default. */
 #ifndef KEEL_DEBUG
-#define KEEL_DEBUG 0 /* 1: cheap internal asserts, 2: also slow ones */
+#define KEEL_DEBUG 0 /* 1 or more: internal asserts (KL_ASSERT) */
 #endif
 #ifndef KEEL_ASSERT_FAIL
 #define KEEL_ASSERT_FAIL(file, line, expr) __builtin_trap() /* needs no symbol */
-#endif
-#ifndef KL_PRIVATE
-#define KL_PRIVATE static /* a test build may redefine it to reach helpers */
 #endif
 #ifndef KEEL_VALGRIND
 #define KEEL_VALGRIND 0 /* 1: tell memcheck about every block (valgrind's headers) */
@@ -59,11 +56,6 @@ static inline void kl_vg_loud(int *unused)
 #define KL_ASSERT(x) ((x) ? (void)0 : KEEL_ASSERT_FAIL(__FILE__, __LINE__, #x))
 #else
 #define KL_ASSERT(x) ((void)0)
-#endif
-#if KEEL_DEBUG >= 2
-#define KL_ASSERT_SLOW(x) KL_ASSERT(x)
-#else
-#define KL_ASSERT_SLOW(x) ((void)0)
 #endif
 
 #define KL_HIDDEN      __attribute__((visibility("hidden")))
@@ -462,7 +454,6 @@ KL_HIDDEN size_t kl_chk_small_len(uintptr_t p, size_t csize);
 KL_HIDDEN void kl_chk_small_set(const struct kl_heap *h, uintptr_t p, size_t csize, size_t size);
 KL_HIDDEN size_t kl_chk_hdr_canary(const struct kl_heap *h, const struct kl_blk *b);
 KL_HIDDEN int kl_chk_quarantined_ok(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
-KL_HIDDEN int kl_chk_is_quarantined(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
 KL_HIDDEN int kl_chk_all_poison(uintptr_t from, uintptr_t to);
 KL_HIDDEN int kl_chk_header_ok(const struct kl_heap *h, const struct kl_seg *s,
                                const struct kl_blk *b);
@@ -498,7 +489,6 @@ KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
 KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,
                              struct kl_run *r, uintptr_t p);
 KL_HIDDEN void kl_small_trim(struct kl_heap *h, struct kl_op *op);
-KL_HIDDEN int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p);
 
 /* check.c: keel_check and keel_walk only. */
 

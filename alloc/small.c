@@ -196,12 +196,6 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 	return 0;
 }
 
-int kl_small_was_aligned(const struct kl_seg *s, const struct kl_run *r, uintptr_t p)
-{
-	(void)r;
-	return kl_bit_get(s, p + KL_GRAN);
-}
-
 /* Give run r back to the medium blocks it came from. */
 static void run_release(struct kl_heap *h, struct kl_op *op, struct kl_run *r)
 {
