@@ -358,7 +358,7 @@ static int check_run_lists(struct checker *c)
 	size_t partial = 0, empty = 0;
 	for (unsigned i = 0; i < KL_NCLASSES; i++) {
 		struct kl_run *prev = NULL;
-		for (struct kl_run *r = h->cls[i].partial; r; prev = r, r = r->next) {
+		for (struct kl_run *r = h->partial[i]; r; prev = r, r = r->next) {
 			if (r->where != KL_RUN_PARTIAL || r->cls != i + 1 || r->prev != prev)
 				return fail(c, "R4 partial list holds partial runs of its class",
 				            r);

@@ -215,8 +215,7 @@ _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry
 #define KL_REG_TOMB ((uintptr_t)2)
 
 /* ---- the heap ---------------------------------------------------------------- */
-struct kl_class {
-	struct kl_run *partial; /* runs with free and used slots */
+struct kl_class { /* fixed at heap init: read without the lock */
 	uint32_t size;          /* slot bytes */
 	uint32_t recip;         /* 2^32 / size rounded up: offset / size without a divide */
 	uint16_t nslots;
@@ -234,44 +233,52 @@ struct kl_cache {
 	struct kl_heap *heap;
 	uintptr_t secret;
 	struct kl_bin bins[KL_NCLASSES];
+	uint8_t class_of[KL_SMALL_MAX / KL_GRAN + 1]; /* (size + 15) / 16 -> class */
 };
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");
 
 #define KL_HEAP_MAGIC     ((uintptr_t)0x6b65656c48454150ull)
 #define KL_EMPTY_RUNS_MAX 4 /* empty runs cached across classes before going back */
 
+/* The heap. Fields the lock-free paths read (keel_cache_malloc and
+ * keel_cache_free, on every call) come first and stay put after init, or
+ * nearly (reg_root gains a node per 1 TiB of address space); everything
+ * written under the lock starts on a line of its own, so one thread's
+ * locked work does not evict the lines another thread's free path reads. */
 struct kl_heap {
+	/* read-mostly */
 	uintptr_t magic;
+	uintptr_t secret; /* marks slots sitting in caches (K1), mixes links */
+	int checked;      /* KEEL_HEAP_CHECKED */
+	unsigned nregions;
+	struct kl_seg *regions[KEEL_MAX_REGIONS];
+	struct kl_class cls[KL_NCLASSES];
+	uintptr_t **reg_root[1u << KL_REG_ROOT_BITS]; /* registry */
 	struct keel_config config;
 	struct keel_source source; /* copied when config has one */
 	struct keel_lock lock;
 	int has_source;
-	int spin;             /* the built-in lock, through __atomic builtins only */
-	uintptr_t secret;     /* marks slots sitting in caches (K1), mixes links */
-	int checked;          /* KEEL_HEAP_CHECKED */
-	unsigned guard_count; /* checked mode: allocations until the next sampled guard */
+	/* written under the lock */
+	_Alignas(64) int spin; /* the built-in lock, through __atomic builtins only */
+	int has_caches;        /* keel_trim keeps registry nodes once set */
+	unsigned guard_count;  /* checked mode: allocations until the next sampled guard */
 	uintptr_t quar[KEEL_QUARANTINE_BLOCKS]; /* checked mode: freed blocks waiting, oldest at
 	                                           quar_head */
 	unsigned quar_head, quar_n;
 	size_t quar_bytes;
-	int has_caches;             /* keel_trim keeps registry nodes once set */
 	struct kl_seg *segs;        /* every arena, region and large segment */
 	struct kl_seg *parked;      /* empty arenas kept for reuse, empty_bytes in all */
 	struct kl_seg *large_cache; /* freed large blocks kept for reuse, newest first */
 	size_t nlarge_cached, large_cached_bytes;
-	struct kl_seg *regions[KEEL_MAX_REGIONS];
-	unsigned nregions;
 	size_t retain_bytes, empty_bytes;
 	/* small */
-	struct kl_class cls[KL_NCLASSES];
+	struct kl_run *partial[KL_NCLASSES]; /* per class: runs with free and used slots */
 	struct kl_run *empty_runs;
 	unsigned nempty_runs;
 	/* medium: TLSF */
 	uint32_t fl_bitmap;
 	uint16_t sl_bitmap[KL_FL_COUNT];
 	struct kl_blk *heads[KL_FL_COUNT][KL_SL_COUNT];
-	/* registry */
-	uintptr_t **reg_root[1u << KL_REG_ROOT_BITS];
 	size_t reg_nodes;
 	/* counters for keel_stats */
 	size_t requested_bytes, in_use_bytes, peak_in_use;
@@ -287,9 +294,13 @@ _Static_assert(sizeof(struct kl_heap) <= KEEL_HEAP_BYTES, "heap fits keel_heap s
  * mixed with the heap's secret and p itself, so a stray write or a copied
  * link does not decode to a slot of the run. kl_link(h, p, kl_link(h, p, x))
  * == x, and a stored 0 still means the end. */
+static inline uintptr_t kl_link_s(uintptr_t secret, uintptr_t p, uintptr_t v)
+{
+	return v ? v ^ secret ^ p : 0;
+}
 static inline uintptr_t kl_link(const struct kl_heap *h, uintptr_t p, uintptr_t v)
 {
-	return v ? v ^ h->secret ^ p : 0;
+	return kl_link_s(h->secret, p, v);
 }
 /* ---- checked mode (checked.c) ---------------------------------------------
  * A live block:  [user bytes asked for | canary, 8 bytes | ... ]

@@ -19,7 +19,7 @@ void kl_small_init(struct kl_heap *h)
 		c->size = class_sizes[i];
 		c->recip = (uint32_t)((((uint64_t)1 << 32) + c->size - 1) / c->size);
 		c->nslots = (uint16_t)((KL_RUN - KL_BLK_HDR) / c->size);
-		c->partial = NULL;
+		h->partial[i] = NULL;
 	}
 }
 
@@ -87,7 +87,7 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 	r->bump = 0;
 	r->free = NULL;
 	r->where = KL_RUN_PARTIAL;
-	run_push(&c->partial, r);
+	run_push(&h->partial[cls], r);
 	h->small_free_bytes += (size_t)c->nslots * c->size;
 	return r;
 }
@@ -141,7 +141,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 {
 	struct kl_class *c = &h->cls[cls];
 	for (;;) {
-		struct kl_run *r = c->partial;
+		struct kl_run *r = h->partial[cls];
 		if (KL_UNLIKELY(!r)) {
 			r = run_new(h, op, cls, grow);
 			if (!r)
@@ -166,7 +166,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 			r->bump++;
 		}
 		if (--r->nfree == 0) {
-			run_unlink(&c->partial, r);
+			run_unlink(&h->partial[cls], r);
 			r->where = KL_RUN_FULL;
 		}
 		kl_bit_set(r->seg, p);
@@ -217,11 +217,11 @@ void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct
 	r->free = (void *)p;
 	h->small_free_bytes += c->size;
 	if (r->nfree++ == 0) {
-		run_push(&c->partial, r);
+		run_push(&h->partial[r->cls - 1], r);
 		r->where = KL_RUN_PARTIAL;
 	}
 	if (r->nfree == r->nslots) {
-		run_unlink(&c->partial, r);
+		run_unlink(&h->partial[r->cls - 1], r);
 		h->small_free_bytes -= (size_t)r->nslots * c->size;
 		if (h->nempty_runs < KL_EMPTY_RUNS_MAX) {
 			r->where = KL_RUN_EMPTY;

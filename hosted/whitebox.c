@@ -361,9 +361,9 @@ static void unlisted(struct keel_heap *heap)
 	ZERO(h->heads);
 	ZERO(h->sl_bitmap);
 	ZERO(h->fl_bitmap);
-	ZERO(h->cls[kl_small_class(64)].partial);
+	ZERO(h->partial[kl_small_class(64)]);
 	EXPECT(heap, "R4 empty-run cache holds no run twice");
-	SET(h->empty_runs, h->cls[kl_small_class(64)].partial);
+	SET(h->empty_runs, h->partial[kl_small_class(64)]);
 	EXPECT(heap, "R4 empty-run cache holds empty runs");
 	SET(h->nempty_runs, h->nempty_runs + 1);
 	EXPECT(heap, "R4 every partial and empty run is listed once");
