@@ -4,13 +4,23 @@
  * The core gives the object; the environment decides who owns it. */
 #include "internal.h"
 
-/* A class's stack holds at most 16 KiB of slots (and 16 to 128 of them): a
- * thread's cache stays under 320 KiB whatever it frees, and a thread that
- * frees and allocates in turn goes to the heap's lock once per half stack. */
-static uint32_t bin_max(size_t size)
+/* A class's stack starts at 16 KiB of slots (16 to 128 of them) and doubles
+ * each time it has to go to the heap, up to 64 KiB (64 to 512 slots): an
+ * idle class holds little, a busy one moves in batches big enough that its
+ * thread rarely takes the heap's lock (a thread that frees and allocates in
+ * turn goes there once per half stack, a producer or consumer once per half
+ * stack of blocks). A cache stays under 1.3 MiB whatever it frees. */
+static uint32_t bin_start(size_t size)
 {
 	size_t n = 16384 / size;
 	return (uint32_t)(n < 16 ? 16 : n > 128 ? 128 : n);
+}
+
+static void bin_grow(struct kl_bin *b, size_t size)
+{
+	size_t n = 65536 / size;
+	uint32_t cap = (uint32_t)(n < 64 ? 64 : n > 512 ? 512 : n);
+	b->max = b->max * 2 < cap ? b->max * 2 : cap;
 }
 
 static struct kl_cache *cache_of(struct keel_cache *c)
@@ -27,8 +37,12 @@ int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 	kl_memset(c, 0, sizeof(*c));
 	c->heap = h;
 	c->secret = h->secret;
+	/* A checked heap's caches hold nothing (every free goes through
+	 * keel_free's checks): a bin of capacity 0 sends every call there. */
 	for (unsigned i = 0; i < KL_NCLASSES; i++)
-		c->bins[i].max = bin_max(h->cls[i].size);
+		c->bins[i].max = h->checked ? 0 : bin_start(h->cls[i].size);
+	for (unsigned g = 0; g <= KL_SMALL_MAX / KL_GRAN; g++)
+		c->class_of[g] = (uint8_t)kl_small_class(g * KL_GRAN);
 	uintptr_t t = kl_lock(h);
 	h->has_caches = 1;
 	kl_unlock(h, t);
@@ -38,17 +52,18 @@ int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 /* Fill bin cls with up to half its capacity from the heap's runs and return
  * one more slot for the caller, or fall back to a plain allocation (a medium
  * block from held memory, or a new segment) when no run has a free slot. */
-static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size)
+static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t align)
 {
 	struct kl_heap *h = c->heap;
 	struct kl_bin *b = &c->bins[cls];
 	size_t csize = h->cls[cls].size;
 	struct kl_op op;
 	int fresh;
+	bin_grow(b, csize);
 	kl_op_begin(h, &op);
 	void *p = kl_small_alloc(h, &op, cls, 0, 0);
 	if (!p) {
-		p = kl_alloc_locked(h, &op, size, KL_GRAN, &fresh);
+		p = kl_alloc_locked(h, &op, size, align, &fresh);
 		kl_op_end(h, &op);
 		return p;
 	}
@@ -87,26 +102,60 @@ static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
 	b->count = 0;
 }
 
+/* Everything keel_cache_malloc's few instructions leave: an empty or
+ * broken bin, a request above the small sizes, checked mode (whose caches
+ * stay empty: its frees all go through keel_free). */
+__attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *c, size_t size,
+                                                               size_t align)
+{
+	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
+	if (size > KL_SMALL_MAX || c->heap->checked)
+		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size) : keel_malloc(heap, size);
+	unsigned cls = c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT];
+	struct kl_bin *b = &c->bins[cls];
+	if (b->head)
+		cache_bin_broken(c, b);
+	return cache_refill(c, cls, size, align);
+}
+
+/* The top slot of the bin serving size (at most KL_SMALL_MAX), or NULL. */
+static inline void *cache_pop(struct kl_cache *c, size_t size)
+{
+	struct kl_bin *b = &c->bins[c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT]];
+	void **p = b->head;
+	if (KL_UNLIKELY(p == NULL || p[1] != (void *)c->secret))
+		return NULL;
+	b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
+	b->count--;
+	p[1] = NULL; /* K1: no live block carries the secret */
+	return p;
+}
+
 void *keel_cache_malloc(struct keel_cache *cache, size_t size)
 {
 	struct kl_cache *c = cache_of(cache);
-	if (KL_LIKELY(size <= KL_SMALL_MAX && !c->heap->checked)) {
-		unsigned cls = kl_small_class(size);
-		struct kl_bin *b = &c->bins[cls];
-		void **p = b->head;
-		if (KL_LIKELY(p != NULL)) {
-			if (KL_UNLIKELY(p[1] != (void *)c->secret)) {
-				cache_bin_broken(c, b);
-				return cache_refill(c, cls, size);
-			}
-			b->head = (void **)kl_link(c->heap, (uintptr_t)p, (uintptr_t)p[0]);
-			b->count--;
-			p[1] = NULL; /* K1: no live block carries the secret */
-			return p;
-		}
-		return cache_refill(c, cls, size);
-	}
-	return keel_malloc((struct keel_heap *)(void *)c->heap, size);
+	void *p;
+	if (KL_LIKELY(size <= KL_SMALL_MAX) && KL_LIKELY((p = cache_pop(c, size)) != NULL))
+		return p;
+	return cache_malloc_slow(c, size, KL_GRAN);
+}
+
+/* Every class above 128 bytes is a multiple of 32, above 256 of 64, above
+ * 512 of 128, and every power of two is a class: so a size rounded up to a
+ * multiple of a power-of-two align (to 1 KiB) is served by a class whose
+ * size is a multiple of align, and since slot i of a run sits at the run's
+ * 16 KiB-aligned start plus i * size, each of its slots is aligned. */
+void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t size)
+{
+	struct kl_cache *c = cache_of(cache);
+	if (align <= KL_GRAN)
+		return keel_cache_malloc(cache, size);
+	if (align > KL_SMALL_MAX || (align & (align - 1)) || size > KL_SMALL_MAX)
+		return keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
+	size = kl_align_up(size ? size : 1, align);
+	KL_ASSERT((c->heap->cls[c->class_of[size >> KL_GRAN_SHIFT]].size & (align - 1)) == 0);
+	void *p = cache_pop(c, size);
+	return p ? p : cache_malloc_slow(c, size, align);
 }
 
 /* Give n slots from the top of bin cls back to the heap, lock held. Each
@@ -141,34 +190,32 @@ static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint
 	h->class_live[cls] -= gone;
 }
 
-int keel_cache_free(struct keel_cache *cache, void *ptr)
+/* keel_cache_free's other cases: checked mode, a pointer the fast path
+ * could not vouch for (keel_free settles it under the lock), a full bin. */
+__attribute__((noinline, cold)) static int cache_free_slow(struct kl_cache *c, void *ptr)
 {
-	struct kl_cache *c = cache_of(cache);
 	struct kl_heap *h = c->heap;
 	uintptr_t p = (uintptr_t)ptr;
-	if (!ptr)
-		return 0;
 	if (h->checked) /* every check of checked mode is in keel_free */
 		return keel_free((struct keel_heap *)(void *)h, ptr);
-	/* Unlocked: a live slot keeps its run and segment alive, so what we
-	 * read of them is stable; anything else goes to the locked path. */
 	struct kl_where w = kl_seg_find(h, p);
 	struct kl_seg *s = w.seg;
-	if (w.err || s->kind == KL_SEG_LARGE || (p & (KL_GRAN - 1)) || p < s->arena ||
+	if (w.err || s->kind != KL_SEG_ARENA || (p & (KL_GRAN - 1)) || p < s->arena ||
 	    p >= s->arena_end)
 		return keel_free((struct keel_heap *)(void *)h, ptr);
 	struct kl_run *r = kl_run_of(s, p);
 	if (!kl_small_is_live(h, s, r, p))
 		return keel_free((struct keel_heap *)(void *)h, ptr);
 	void **slot = ptr;
-	if (KL_UNLIKELY(slot[1] == (void *)c->secret))
+	if (slot[1] == (void *)c->secret)
 		return KEEL_EDOUBLE; /* K1: it sits in a cache already */
 	unsigned cls = r->cls - 1u;
 	struct kl_bin *b = &c->bins[cls];
-	if (KL_UNLIKELY(b->count >= b->max)) {
+	if (b->count >= b->max) {
 		struct kl_op op;
+		bin_grow(b, h->cls[cls].size);
 		kl_op_begin(h, &op);
-		cache_drain(c, &op, cls, b->max / 2);
+		cache_drain(c, &op, cls, b->count / 2);
 		kl_op_end(h, &op);
 	}
 	slot[0] = (void *)kl_link(h, p, (uintptr_t)b->head);
@@ -176,6 +223,39 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 	b->head = slot;
 	b->count++;
 	return 0;
+}
+
+int keel_cache_free(struct keel_cache *cache, void *ptr)
+{
+	struct kl_cache *c = cache_of(cache);
+	const struct kl_heap *h = c->heap;
+	uintptr_t p = (uintptr_t)ptr;
+	/* Unlocked: a live slot keeps its run and segment alive, so what we
+	 * read of them is stable. The registry names only the heap's own
+	 * segments (its entries are written before a segment is used and
+	 * cleared before it goes back), so an arena found here is one of ours;
+	 * regions are not in the registry and take the slow path. */
+	uintptr_t e = kl_reg_get(h, p);
+	if (KL_LIKELY(e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && !(p & (KL_GRAN - 1)))) {
+		const struct kl_seg *s = (const struct kl_seg *)e;
+		const struct kl_run *r;
+		void **slot = ptr;
+		if (KL_LIKELY(s->kind == KL_SEG_ARENA && p - s->base < s->bytes &&
+		              kl_small_is_live(h, s, r = kl_run_of(s, p), p) &&
+		              slot[1] != (void *)c->secret)) {
+			struct kl_bin *b = &c->bins[r->cls - 1u];
+			if (KL_LIKELY(b->count < b->max)) {
+				slot[0] = (void *)kl_link_s(c->secret, p, (uintptr_t)b->head);
+				slot[1] = (void *)c->secret;
+				b->head = slot;
+				b->count++;
+				return 0;
+			}
+		}
+	}
+	if (!ptr)
+		return 0;
+	return cache_free_slow(c, ptr);
 }
 
 size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)

@@ -277,10 +277,11 @@ KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_bl
 KEEL_API size_t keel_trim(struct keel_heap *heap);
 
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.
- * It keeps bounded stacks of free small slots per size class (at most 16 KiB
- * and 128 slots each), so the common malloc and free of a small block take
- * no lock and no atomic operation; it refills from and flushes to the heap in
- * batches under the heap's lock.
+ * It keeps bounded stacks of free small slots per size class (16 KiB, and
+ * 16 to 128 slots, each at first; a class that keeps going to the heap grows
+ * to at most 64 KiB and 512 slots), so the common malloc and free of a small
+ * block take no lock and no atomic operation; it refills from and flushes to
+ * the heap in batches under the heap's lock.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
  * and keeps interrupts off around its use). Slots in a cache still count as
  * live in keel_stats and keel_check until flushed. Freeing a pointer to the
@@ -299,6 +300,12 @@ KEEL_API int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap);
 /* As keel_malloc; small sizes come from the cache (O(1), no lock), refilled
  * in a batch when empty; other sizes go to the heap. */
 KEEL_API void *keel_cache_malloc(struct keel_cache *cache, size_t size);
+
+/* As keel_aligned_alloc; alignments to 1 KiB for sizes to 1 KiB come from
+ * the cache (O(1), no lock): the slot's size class is a multiple of align.
+ * Unlike keel_aligned_alloc's, such a block does not carry its alignment
+ * into keel_realloc, which (as C's realloc) promises 16 bytes only. */
+KEEL_API void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t size);
 
 /* As keel_free (same codes, same guarantee: on error nothing changed); a
  * small slot stays in the cache, a batch goes back when the class's stack

@@ -27,7 +27,7 @@ static int opt_warn, opt_stats, opt_checked;
  * A spinlock that yields the CPU after a short spin: with more threads than
  * cores a preempted holder must get to run. fork() holds it across the fork
  * so the child never inherits it taken. */
-static int heap_spin;
+static _Alignas(64) int heap_spin; /* a line of its own: waiters spin on it */
 
 static uintptr_t dropin_lock(void *ctx)
 {
@@ -192,10 +192,8 @@ static void thread_exit(void *cache)
 }
 
 /* The calling thread's cache, or NULL once its exit has flushed it. */
-static inline struct keel_cache *my_cache(void)
+__attribute__((noinline, cold)) static struct keel_cache *my_cache_slow(void)
 {
-	if (__builtin_expect(tcache_state == CACHE_LIVE, 1))
-		return &tcache;
 	if (tcache_state == CACHE_GONE)
 		return NULL;
 	start();
@@ -204,6 +202,13 @@ static inline struct keel_cache *my_cache(void)
 	/* A non-NULL value makes the key's destructor run at thread exit. */
 	pthread_setspecific(cache_key, &tcache);
 	return &tcache;
+}
+
+static inline struct keel_cache *my_cache(void)
+{
+	if (__builtin_expect(tcache_state == CACHE_LIVE, 1))
+		return &tcache;
+	return my_cache_slow();
 }
 
 /* ---- misuse --------------------------------------------------------------- */
@@ -241,24 +246,31 @@ static void misuse(const char *fn, const void *p, int err)
 }
 
 /* ---- the malloc family ------------------------------------------------------ */
+/* The common calls stay a few instructions long: every rare case (no cache
+ * yet, ENOMEM, misuse) is out of line. */
+__attribute__((noinline, cold)) static void *out_of_memory(void)
+{
+	errno = ENOMEM;
+	return NULL;
+}
+
+__attribute__((noinline, cold)) static void bad_free(void *p, int err)
+{
+	misuse("free", p, err);
+}
+
 static inline void *alloc(size_t size)
 {
 	struct keel_cache *c = my_cache();
 	void *p = c ? keel_cache_malloc(c, size) : keel_malloc(&heap, size);
-	if (!p)
-		errno = ENOMEM;
-	return p;
+	return p ? p : out_of_memory();
 }
 
 static void *alloc_aligned(size_t align, size_t size)
 {
-	if (align <= 16)
-		return alloc(size);
-	start();
-	void *p = keel_aligned_alloc(&heap, align, size);
-	if (!p)
-		errno = ENOMEM;
-	return p;
+	struct keel_cache *c = my_cache();
+	void *p = c ? keel_cache_aligned_alloc(c, align, size) : keel_aligned_alloc(&heap, align, size);
+	return p ? p : out_of_memory();
 }
 
 EXPORT void *malloc(size_t size)
@@ -273,7 +285,7 @@ EXPORT void free(void *p)
 	struct keel_cache *c = my_cache();
 	int err = c ? keel_cache_free(c, p) : keel_free(&heap, p);
 	if (__builtin_expect(err != 0, 0))
-		misuse("free", p, err);
+		bad_free(p, err);
 }
 
 EXPORT void *calloc(size_t n, size_t size)
