@@ -28,6 +28,87 @@ static struct kl_cache *cache_of(struct keel_cache *c)
 	return (struct kl_cache *)(void *)c;
 }
 
+/* A slot at the top of a bin lost its secret: it was written after its
+ * free, and its link cannot be trusted. The bin is dropped (its slots stay
+ * counted as live, never handed out) and the fault reported. */
+static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
+{
+	struct kl_heap *h = c->heap;
+	uintptr_t t = kl_lock(h);
+	kl_report(h, KEEL_ECORRUPT, (uintptr_t)b->head);
+	kl_unlock(h, t);
+	b->head = NULL;
+	b->count = 0;
+}
+
+/* ---- medium blocks (1 KiB to 64 KiB) ----------------------------------------
+ * Freed blocks are kept one by one, by free list (internal.h): no batches,
+ * since each goes back or comes out whole. A bin holds 64 KiB of blocks, a
+ * cache KL_CACHE_MED_BYTES; past that a free goes to the heap. */
+
+/* The smallest block size of medium bin i. */
+static size_t mbin_low(unsigned i)
+{
+	unsigned f = KL_MBIN_F_LO + i / KL_SL_COUNT;
+	return (KL_SL_COUNT + (size_t)(i % KL_SL_COUNT)) << (f - KL_SL_SHIFT);
+}
+
+/* The medium bin of blocks of bsize bytes (header included), or -1. */
+static int mbin_of(size_t bsize)
+{
+	if (bsize < ((size_t)1 << KL_MBIN_F_LO) || bsize >= ((size_t)2 << KL_MBIN_F_HI))
+		return -1;
+	unsigned f = kl_fls(bsize);
+	return (int)((f - KL_MBIN_F_LO) * KL_SL_COUNT +
+	             ((bsize >> (f - KL_SL_SHIFT)) & (KL_SL_COUNT - 1)));
+}
+
+/* A kept medium block for size bytes aligned to align, or NULL. */
+static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
+{
+	int i = mbin_of(kl_medium_need(size));
+	if (i < 0)
+		return NULL;
+	struct kl_bin *b = &c->mbins[i];
+	void **p = b->head;
+	if (!p || ((uintptr_t)p & (align - 1)))
+		return NULL;
+	if (p[1] != (void *)c->secret) { /* written after its free */
+		cache_bin_broken(c, b);
+		return NULL;
+	}
+	b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
+	b->count--;
+	c->med_bytes -= mbin_low((unsigned)i);
+	p[1] = NULL; /* K1 */
+	return p;
+}
+
+/* Keep p, a pointer into arena s outside any run, if it is a live medium
+ * block of a kept size and there is room; 1 if kept. Anything else (a
+ * stranger, a double free) is left to keel_free to settle and report. */
+static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
+{
+	/* B5: a set bit outside a run is a live block's user pointer */
+	if (p < s->arena + KL_BLK_HDR || !kl_bit_get(s, p))
+		return 0;
+	void **blk = (void **)p;
+	size_t head = __atomic_load_n(&kl_blk_of(blk)->head, __ATOMIC_RELAXED);
+	int i = mbin_of(head & KL_B_SIZE_MASK);
+	if (i < 0 || (head & (KL_B_FREE | KL_B_RUN)) || blk[1] == (void *)c->secret)
+		return 0;
+	struct kl_bin *b = &c->mbins[i];
+	size_t low = mbin_low((unsigned)i);
+	if (b->count >= b->max || c->med_bytes + low > KL_CACHE_MED_BYTES)
+		return 0;
+	blk[0] = (void *)kl_link_s(c->secret, p, (uintptr_t)b->head);
+	blk[1] = (void *)c->secret;
+	b->head = blk;
+	b->count++;
+	c->med_bytes += low;
+	return 1;
+}
+
 int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 {
 	struct kl_heap *h = kl_heap_get(heap);
@@ -43,6 +124,8 @@ int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 		c->bins[i].max = h->checked ? 0 : bin_start(h->cls[i].size);
 	for (unsigned g = 0; g <= KL_SMALL_MAX / KL_GRAN; g++)
 		c->class_of[g] = (uint8_t)kl_small_class(g * KL_GRAN);
+	for (unsigned i = 0; i < KL_NMBINS && !h->checked; i++) /* 64 KiB of blocks a bin */
+		c->mbins[i].max = (uint32_t)(((size_t)64 << 10) / mbin_low(i));
 	uintptr_t t = kl_lock(h);
 	h->has_caches = 1;
 	kl_unlock(h, t);
@@ -89,19 +172,6 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 	return p;
 }
 
-/* A slot at the top of a bin lost its secret: it was written after its
- * free, and its link cannot be trusted. The bin is dropped (its slots stay
- * counted as live, never handed out) and the fault reported. */
-static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
-{
-	struct kl_heap *h = c->heap;
-	uintptr_t t = kl_lock(h);
-	kl_report(h, KEEL_ECORRUPT, (uintptr_t)b->head);
-	kl_unlock(h, t);
-	b->head = NULL;
-	b->count = 0;
-}
-
 /* Everything keel_cache_malloc's few instructions leave: an empty or
  * broken bin, a request above the small sizes, checked mode (whose caches
  * stay empty: its frees all go through keel_free). */
@@ -109,8 +179,12 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
                                                                size_t align)
 {
 	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
-	if (size > KL_SMALL_MAX || c->heap->checked)
+	if (size > KL_SMALL_MAX || c->heap->checked) {
+		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, align) : NULL;
+		if (p)
+			return p;
 		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size) : keel_malloc(heap, size);
+	}
 	unsigned cls = c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT];
 	struct kl_bin *b = &c->bins[cls];
 	if (b->head)
@@ -150,8 +224,10 @@ void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t si
 	struct kl_cache *c = cache_of(cache);
 	if (align <= KL_GRAN)
 		return keel_cache_malloc(cache, size);
-	if (align > KL_SMALL_MAX || (align & (align - 1)) || size > KL_SMALL_MAX)
-		return keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
+	if (align & (align - 1))
+		return NULL; /* as keel_aligned_alloc */
+	if (align > KL_SMALL_MAX || size > KL_SMALL_MAX)
+		return cache_malloc_slow(c, size > KL_SMALL_MAX ? size : KL_SMALL_MAX + 1, align);
 	size = kl_align_up(size ? size : 1, align);
 	KL_ASSERT((c->heap->cls[c->class_of[size >> KL_GRAN_SHIFT]].size & (align - 1)) == 0);
 	void *p = cache_pop(c, size);
@@ -192,7 +268,7 @@ static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint
 
 /* keel_cache_free's other cases: checked mode, a pointer the fast path
  * could not vouch for (keel_free settles it under the lock), a full bin. */
-__attribute__((noinline, cold)) static int cache_free_slow(struct kl_cache *c, void *ptr)
+__attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *ptr)
 {
 	struct kl_heap *h = c->heap;
 	uintptr_t p = (uintptr_t)ptr;
@@ -204,6 +280,8 @@ __attribute__((noinline, cold)) static int cache_free_slow(struct kl_cache *c, v
 	    p >= s->arena_end)
 		return keel_free((struct keel_heap *)(void *)h, ptr);
 	struct kl_run *r = kl_run_of(s, p);
+	if (r->cls == 0 && mbin_push(c, s, p))
+		return 0;
 	if (!kl_small_is_live(h, s, r, p))
 		return keel_free((struct keel_heap *)(void *)h, ptr);
 	void **slot = ptr;
@@ -271,5 +349,25 @@ void keel_cache_flush(struct keel_cache *cache)
 	kl_op_begin(c->heap, &op);
 	for (unsigned i = 0; i < KL_NCLASSES; i++)
 		cache_drain(c, &op, i, c->bins[i].count);
+	for (unsigned i = 0; i < KL_NMBINS; i++) {
+		struct kl_bin *b = &c->mbins[i];
+		while (b->head) {
+			void **p = b->head;
+			if (p[1] != (void *)c->secret) { /* as cache_bin_broken, lock held */
+				kl_report(c->heap, KEEL_ECORRUPT, (uintptr_t)p);
+				break;
+			}
+			b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
+			p[1] = NULL; /* K1: it leaves the cache, a live block again */
+			struct kl_blockinfo bi;
+			if (kl_locate(c->heap, (uintptr_t)p, &bi) == 0)
+				kl_free_locked(c->heap, &op, (uintptr_t)p, &bi);
+			else
+				kl_report(c->heap, KEEL_ECORRUPT, (uintptr_t)p);
+		}
+		b->head = NULL;
+		b->count = 0;
+	}
+	c->med_bytes = 0;
 	kl_op_end(c->heap, &op);
 }

@@ -311,6 +311,8 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 	int err = kl_medium_validate(s, p);
 	if (err)
 		return err;
+	if (h->has_caches && !h->checked && ((void **)p)[1] == (void *)h->secret)
+		return KEEL_EDOUBLE; /* K1: it sits free in a cache */
 	struct kl_blk *b = kl_blk_of((void *)p);
 	bi->kind = KEEL_KIND_MEDIUM;
 	bi->usable = kl_medium_usable(b);

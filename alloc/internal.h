@@ -229,11 +229,22 @@ struct kl_bin {
 	void **head;
 	uint32_t count, max;
 };
+/* A cache also keeps freed medium blocks of 1 KiB to 64 KiB: one bin per
+ * TLSF list (2^f + i * 2^(f-4) for f = 10..15, i = 0..15), whose blocks all
+ * hold any request that rounds to the list's lower bound. K1 holds for them
+ * as for slots: a kept block has its bitmap bit set and the secret in its
+ * second word, and stays counted as live. */
+#define KL_MBIN_F_LO       10
+#define KL_MBIN_F_HI       15
+#define KL_NMBINS          ((KL_MBIN_F_HI - KL_MBIN_F_LO + 1) * KL_SL_COUNT)
+#define KL_CACHE_MED_BYTES ((size_t)256 << 10) /* medium bytes one cache keeps at most */
 struct kl_cache {
 	struct kl_heap *heap;
 	uintptr_t secret;
 	struct kl_bin bins[KL_NCLASSES];
 	uint8_t class_of[KL_SMALL_MAX / KL_GRAN + 1]; /* (size + 15) / 16 -> class */
+	size_t med_bytes;                             /* lower bounds of the kept medium blocks */
+	struct kl_bin mbins[KL_NMBINS];
 };
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");
 
@@ -395,6 +406,30 @@ static inline size_t kl_blk_size(const struct kl_blk *b)
 static inline struct kl_blk *kl_blk_next(struct kl_blk *b)
 {
 	return (struct kl_blk *)(void *)((char *)b + kl_blk_size(b));
+}
+
+/* The block size (header included) for size usable bytes, rounded up to the
+ * granule of its free list (a sixteenth of its power of two) up to
+ * KL_MEDIUM_MAX: at most 6% lost, and in return a block grown by realloc a
+ * few bytes at a time (a string being appended to) moves once per granule,
+ * not once per call; and every block on that list holds it, which lets a
+ * cache keep freed blocks by list. */
+static inline size_t kl_medium_need(size_t size)
+{
+	size_t need = kl_align_up(size, KL_GRAN) + KL_BLK_HDR;
+	if (need < KL_MIN_BLOCK)
+		return KL_MIN_BLOCK;
+	if (need >= ((size_t)1 << KL_FL_SHIFT) && need <= KL_MEDIUM_MAX)
+		need = kl_align_up(need, (size_t)1 << (kl_fls(need) - KL_SL_SHIFT));
+	return need;
+}
+
+/* A live block's head changes, under the lock, only when the block before
+ * it is freed or taken (KL_B_PREV_FREE); keel_cache_free reads it unlocked.
+ * Such writes and that read are relaxed atomics (plain moves on x86). */
+static inline void kl_head_store(struct kl_blk *b, size_t v)
+{
+	__atomic_store_n(&b->head, v, __ATOMIC_RELAXED);
 }
 
 /* One call into the heap: the lock token, and unmaps deferred until the lock

@@ -281,14 +281,17 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * 16 to 128 slots, each at first; a class that keeps going to the heap grows
  * to at most 64 KiB and 512 slots), so the common malloc and free of a small
  * block take no lock and no atomic operation; it refills from and flushes to
- * the heap in batches under the heap's lock.
+ * the heap in batches under the heap's lock. It also keeps freed medium
+ * blocks of 1 KiB to 64 KiB one by one (64 KiB of them per size, 256 KiB in
+ * all), handed out again whole to requests of their size without the lock.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
- * and keeps interrupts off around its use). Slots in a cache still count as
- * live in keel_stats and keel_check until flushed. Freeing a pointer to the
- * wrong cache is fine: slots go back to the heap they came from.
- * Misuse is caught as by keel_free: a double free of a slot sitting in any
+ * and keeps interrupts off around its use). Slots and blocks in a cache still
+ * count as live in keel_stats, keel_check and keel_walk until flushed, at
+ * the size first asked. Freeing a pointer to the wrong cache is fine: blocks
+ * go back to the heap they came from.
+ * Misuse is caught as by keel_free: a double free of a block sitting in any
  * cache of the heap is recognised by a per-heap secret written into it. */
-#define KEEL_CACHE_BYTES 512
+#define KEEL_CACHE_BYTES 2048
 struct keel_cache {
 	unsigned char opaque[KEEL_CACHE_BYTES];
 } __attribute__((aligned(64)));
@@ -298,7 +301,8 @@ struct keel_cache {
 KEEL_API int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap);
 
 /* As keel_malloc; small sizes come from the cache (O(1), no lock), refilled
- * in a batch when empty; other sizes go to the heap. */
+ * in a batch when empty; a medium size from a kept block if there is one;
+ * other sizes go to the heap. */
 KEEL_API void *keel_cache_malloc(struct keel_cache *cache, size_t size);
 
 /* As keel_aligned_alloc; alignments to 1 KiB for sizes to 1 KiB come from
@@ -309,7 +313,8 @@ KEEL_API void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, 
 
 /* As keel_free (same codes, same guarantee: on error nothing changed); a
  * small slot stays in the cache, a batch goes back when the class's stack
- * is full. O(1) with no lock for small slots. */
+ * is full; a medium block stays while there is room. O(1), with no lock for
+ * what stays. */
 KEEL_API int keel_cache_free(struct keel_cache *cache, void *p);
 
 /* As keel_usable_size (which is 0 for a small slot sitting free in a cache:

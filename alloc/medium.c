@@ -80,12 +80,12 @@ static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
 		size_t rsize = bsize - size;
 		r->head = rsize | KL_B_FREE;
 		next->prev_size = rsize;
-		next->head |= KL_B_PREV_FREE;
+		kl_head_store(next, next->head | KL_B_PREV_FREE);
 		b->head = (b->head & ~KL_B_SIZE_MASK) | size;
 		kl_fit_insert(h, r);
 		h->medium_free_bytes += rsize;
 	} else {
-		next->head &= ~KL_B_PREV_FREE;
+		kl_head_store(next, next->head & ~KL_B_PREV_FREE);
 	}
 }
 
@@ -152,25 +152,11 @@ void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct k
 		n = (struct kl_blk *)(void *)((char *)b + size);
 	}
 	b->head = size | KL_B_FREE;
-	n->head |= KL_B_PREV_FREE;
+	kl_head_store(n, n->head | KL_B_PREV_FREE);
 	n->prev_size = size;
 	kl_fit_insert(h, b);
 	if ((uintptr_t)b == s->arena && (uintptr_t)n == s->arena_end - KL_BLK_HDR)
 		kl_seg_now_empty(h, op, s);
-}
-
-/* The block size for size usable bytes, rounded up to the granule of its
- * free list (a sixteenth of its power of two) up to KL_MEDIUM_MAX: at most
- * 6% lost, and in return a block grown by realloc a few bytes at a time
- * (a string being appended to) moves once per granule, not once per call. */
-static size_t medium_block_size(size_t size)
-{
-	size_t need = kl_align_up(size, KL_GRAN) + KL_BLK_HDR;
-	if (need < KL_MIN_BLOCK)
-		return KL_MIN_BLOCK;
-	if (need >= ((size_t)1 << KL_FL_SHIFT) && need <= KL_MEDIUM_MAX)
-		need = kl_align_up(need, (size_t)1 << (kl_fls(need) - KL_SL_SHIFT));
-	return need;
 }
 
 void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align)
@@ -188,7 +174,7 @@ void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align)
  * set (B5). */
 void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int grow)
 {
-	size_t bsize = medium_block_size(size);
+	size_t bsize = kl_medium_need(size);
 	struct kl_blk *b =
 	        grow ? kl_fit_alloc_grow(h, op, bsize, align) : kl_fit_take(h, bsize, align);
 	if (!b)
@@ -256,7 +242,7 @@ int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uint
                      size_t size)
 {
 	struct kl_blk *b = kl_blk_of((void *)p);
-	size_t need = medium_block_size(size), cur = kl_blk_size(b);
+	size_t need = kl_medium_need(size), cur = kl_blk_size(b);
 	size_t align = kl_blk_align(b);
 	if (need <= cur) {
 		if (cur - need >= KL_MIN_BLOCK) {

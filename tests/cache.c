@@ -170,7 +170,10 @@ static void cache_other_heap(struct t *t)
 	T_CHECK(t, t_aux_close(t, a));
 }
 
-static void cache_medium_and_large_pass_through(struct t *t)
+/* A freed medium block stays in the cache (still live, a second free of it
+ * caught through the cache and the heap alike) and serves the next request
+ * of its size; a large block passes through to the heap. */
+static void cache_medium_kept_large_passes(struct t *t)
 {
 	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
 	unsigned char *m = keel_cache_malloc(&cache_a, T_MEDIUM);
@@ -185,8 +188,20 @@ static void cache_medium_and_large_pass_through(struct t *t)
 	T_CHECK(t, keel_cache_free(&cache_a, m) == 0);
 	T_CHECK(t, keel_cache_free(&cache_a, l) == 0);
 	T_CHECK(t, keel_cache_free(&cache_a, l) != 0);
-	T_CHECK(t, live_blocks(t->heap) == 0); /* nothing of these stays in the cache */
+	T_CHECK(t, live_blocks(t->heap) == 1); /* m is kept */
+	T_CHECK(t, keel_cache_free(&cache_a, m) == KEEL_EDOUBLE);
+	T_CHECK(t, keel_free(t->heap, m) == KEEL_EDOUBLE);
+	T_CHECK(t, keel_cache_usable_size(&cache_a, m) == 0);
+	T_CHECK_HEAP(t, t->heap);
+	unsigned char *m2 = keel_cache_malloc(&cache_a, T_MEDIUM - 8); /* the same list */
+	T_REQUIRE(t, m2 != NULL);
+	T_CHECK(t, m2 == m);
+	T_CHECK(t, keel_cache_usable_size(&cache_a, m2) >= T_MEDIUM - 8);
+	t_fill(m2, T_MEDIUM - 8, 4);
+	T_CHECK(t, keel_cache_free(&cache_a, m2) == 0);
 	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
 }
 
 /* More frees than a class's stack holds: batches go back, none is lost. */
@@ -305,7 +320,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_double_free_other_cache),
 	T_CASE(cache_bad_pointers),
 	T_CASE(cache_other_heap),
-	T_CASE(cache_medium_and_large_pass_through),
+	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_overflow_drains),
 	T_CASE(cache_cross_free),
 	T_CASE(cache_random),
