@@ -336,10 +336,33 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 	return cache_free_slow(c, ptr);
 }
 
+/* Unlocked for a live small slot or medium block (as keel_cache_free
+ * vouches for one; a medium block's head read as mbin_push does, and its
+ * size checked against its arena); anything else asks the heap. */
 size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 {
-	/* keel_usable_size already knows a cached slot by the secret (K1). */
-	return keel_usable_size((struct keel_heap *)(void *)cache_of(cache)->heap, ptr);
+	struct kl_cache *c = cache_of(cache);
+	const struct kl_heap *h = c->heap;
+	uintptr_t p = (uintptr_t)ptr;
+	uintptr_t e = kl_reg_get(h, p);
+	if (!h->checked && e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && !(p & (KL_GRAN - 1))) {
+		const struct kl_seg *s = (const struct kl_seg *)e;
+		if (s->kind == KL_SEG_ARENA && p - s->base < s->bytes) {
+			const struct kl_run *r = kl_run_of(s, p);
+			void *const *w = ptr;
+			if (kl_small_is_live(h, s, r, p))
+				return w[1] == (void *)c->secret ? 0 : h->cls[r->cls - 1].size;
+			if (r->cls == 0 && p >= s->arena + KL_BLK_HDR && kl_bit_get(s, p)) {
+				const struct kl_blk *b = kl_blk_of((void *)(uintptr_t)ptr);
+				size_t head = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+				size_t size = head & KL_B_SIZE_MASK;
+				if (!(head & (KL_B_FREE | KL_B_RUN)) && size >= KL_MIN_BLOCK &&
+				    size <= s->arena_end - KL_BLK_HDR - (uintptr_t)b)
+					return w[1] == (void *)c->secret ? 0 : size - KL_BLK_HDR;
+			}
+		}
+	}
+	return keel_usable_size((struct keel_heap *)(void *)c->heap, ptr);
 }
 
 void keel_cache_flush(struct keel_cache *cache)

@@ -324,11 +324,12 @@ EXPORT void *realloc(void *p, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	if (old <= KEEL_SMALL_MAX && size <= KEEL_SMALL_MAX) {
-		/* small to small through the cache; a slot that still fits and
-		 * would not be half empty stays */
-		if (size <= old && size > old / 2)
-			return p;
+	/* a block that still fits and would not be half empty stays: a string
+	 * appended to a few bytes at a time takes no lock until it outgrows
+	 * its block (checked mode moves it, so the canary follows the size) */
+	if (size <= old && size > old / 2 && !opt_checked)
+		return p;
+	if (old <= KEEL_SMALL_MAX && size <= KEEL_SMALL_MAX) { /* through the cache */
 		void *q = alloc(size);
 		if (q) {
 			memcpy(q, p, size < old ? size : old);
