@@ -41,6 +41,12 @@ static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
 	b->count = 0;
 }
 
+/* A full bin gives back this many slots at a time: few enough that a free
+ * which drains stays short (the tail of free's latency), and with a big
+ * bin still rare where frees and mallocs of a class alternate (the bin
+ * must climb back KL_DRAIN from near full before the next drain). */
+#define KL_DRAIN 32u
+
 /* ---- medium blocks (1 KiB to 64 KiB) ----------------------------------------
  * Freed blocks are kept one by one, by free list (internal.h): no batches,
  * since each goes back or comes out whole. A bin holds 64 KiB of blocks, a
@@ -293,7 +299,7 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 		struct kl_op op;
 		bin_grow(b, h->cls[cls].size);
 		kl_op_begin(h, &op);
-		cache_drain(c, &op, cls, b->count / 2);
+		cache_drain(c, &op, cls, KL_DRAIN);
 		kl_op_end(h, &op);
 	}
 	slot[0] = (void *)kl_link(h, p, (uintptr_t)b->head);
