@@ -370,7 +370,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		 * already held (a small region has no room for a whole run); only
 		 * then a run from a new segment. */
 		p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 0);
-		if (!p && (p = kl_medium_alloc(h, op, size + extra, align, 0)) != NULL)
+		if (!p && (p = kl_medium_alloc(h, op, size + extra, pow2 && align < size ? size : align,
+		                               0)) != NULL)
 			goto medium;
 		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
 			goto fail;
@@ -639,6 +640,7 @@ size_t keel_trim(struct keel_heap *heap)
 	size_t before = h->source_bytes;
 	if (h->checked)
 		kl_chk_quarantine_flush(h, &op);
+	kl_xfer_flush(h, &op);
 	kl_small_trim(h, &op);
 	kl_seg_trim(h, &op);
 	size_t bytes = before - h->source_bytes;

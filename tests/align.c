@@ -214,6 +214,26 @@ static void align_small_pow2_in_runs(struct t *t)
 	T_CHECK(t, keel_free(t->heap, keep) == 0);
 }
 
+/* A power of two up to a page is aligned to itself even when no run can be
+ * made and the slot comes from a medium block instead: a region too small
+ * for a 16 KiB run (a fault the fuzzer found). */
+static void align_small_pow2_without_runs(struct t *t)
+{
+	static unsigned char buf[12288] __attribute__((aligned(64)));
+	struct t_aux *a = t_aux_open(t, NULL, NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	T_REQUIRE(t, keel_heap_add_region(&a->heap, buf + 16, sizeof buf - 16) == 0);
+	for (size_t size = 16; size <= KEEL_SMALL_MAX; size *= 2) {
+		void *p = keel_malloc(&a->heap, size);
+		T_REQUIRE(t, p != NULL);
+		T_CHECK(t, T_ALIGNED(p, size));
+		t_fill(p, size, (unsigned)size);
+		T_CHECK(t, t_verify(p, size, (unsigned)size));
+		T_CHECK(t, keel_free(&a->heap, p) == 0);
+	}
+	T_CHECK(t, t_aux_close(t, a));
+}
+
 static void align_interior_free(struct t *t)
 {
 	unsigned char *p = keel_aligned_alloc(t->heap, 65536, 1000);
@@ -238,6 +258,7 @@ const struct t_case align_cases[] = {
 	T_CASE(align_many_live),
 	T_CASE(align_reuse_bounded),
 	T_CASE(align_small_pow2_in_runs),
+	T_CASE(align_small_pow2_without_runs),
 	T_CASE(align_interior_free),
 	{ 0 },
 };
