@@ -150,6 +150,21 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 	int fresh;
 	bin_grow(b, csize);
 	kl_op_begin(h, &op);
+	if (h->nxfer[cls] && !b->head) { /* a batch another cache gave (still live) */
+		unsigned k = --h->nxfer[cls];
+		b->head = h->xfer[cls][k];
+		b->count = h->xfer_len[cls][k];
+		kl_op_end(h, &op);
+		void **s = b->head;
+		if (s[1] == (void *)c->secret) {
+			b->head = (void **)kl_link_s(c->secret, (uintptr_t)s, (uintptr_t)s[0]);
+			b->count--;
+			s[1] = NULL; /* K1 */
+			return s;
+		}
+		cache_bin_broken(c, b);
+		kl_op_begin(h, &op);
+	}
 	void *p = kl_small_alloc(h, &op, cls, 0, 0);
 	if (!p) {
 		p = kl_alloc_locked(h, &op, size, align, &fresh);
@@ -186,7 +201,9 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
 {
 	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
 	if (size > KL_SMALL_MAX || c->heap->checked) {
-		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, align) : NULL;
+		/* as keel_malloc: a power of two up to a page is aligned to itself */
+		size_t a = !(size & (size - 1)) && size <= KL_PAGE && align < size ? size : align;
+		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, a) : NULL;
 		if (p)
 			return p;
 		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size) : keel_malloc(heap, size);
@@ -240,24 +257,25 @@ void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t si
 	return p ? p : cache_malloc_slow(c, size, align);
 }
 
-/* Give n slots from the top of bin cls back to the heap, lock held. Each
- * was checked live when it came in and has been the cache's since, so it
- * goes straight back to its run. */
-static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint32_t n)
+/* Give up to n slots of the list at *list (linked as in a bin, the secret
+ * in each) back to their runs, lock held, and uncount them. Each was checked
+ * live when it came in and has been a cache's since, so it goes straight
+ * back. A slot that lost its secret (written after its free: its link
+ * cannot be trusted) ends the list: reported, and it and the rest stay
+ * counted as live, never reused. Returns how many went back. */
+static uint32_t slots_back(struct kl_heap *h, struct kl_op *op, unsigned cls, void ***list,
+                           uint32_t n)
 {
-	struct kl_heap *h = c->heap;
-	struct kl_bin *b = &c->bins[cls];
-	size_t csize = h->cls[cls].size, gone = 0;
-	while (n-- && b->head) {
-		void **s = b->head;
-		if (s[1] != (void *)c->secret) { /* as cache_bin_broken, lock held */
+	size_t csize = h->cls[cls].size;
+	uint32_t gone = 0;
+	while (gone < n && *list) {
+		void **s = *list;
+		if (s[1] != (void *)h->secret) {
 			kl_report(h, KEEL_ECORRUPT, (uintptr_t)s);
-			b->head = NULL;
-			b->count = 0;
-			return;
+			*list = NULL;
+			break;
 		}
-		b->head = (void **)kl_link(h, (uintptr_t)s, (uintptr_t)s[0]);
-		b->count--;
+		*list = (void **)kl_link(h, (uintptr_t)s, (uintptr_t)s[0]);
 		s[1] = NULL; /* K1: the slot leaves the cache */
 		struct kl_seg *seg = kl_seg_find(h, (uintptr_t)s).seg;
 		KL_ASSERT(seg &&
@@ -270,6 +288,64 @@ static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint
 	h->live_blocks -= gone;
 	h->free_count += gone;
 	h->class_live[cls] -= gone;
+	return gone;
+}
+
+/* Give n slots from the top of bin cls back to their runs, lock held. */
+static void cache_drain(struct kl_cache *c, struct kl_op *op, unsigned cls, uint32_t n)
+{
+	struct kl_bin *b = &c->bins[cls];
+	uint32_t gone = slots_back(c->heap, op, cls, &b->head, n);
+	b->count = b->head ? b->count - gone : 0;
+}
+
+/* ---- transfer stacks -----------------------------------------------------
+ * A full bin hands its top KL_DRAIN slots to the heap as one batch, still
+ * linked and still K1, on a short per-class stack; an empty bin takes a
+ * whole batch back. A batch moves under the lock in O(1), where giving
+ * slots back to their runs and taking them out again costs a run update
+ * each: so a thread that allocates what another frees (a producer and a
+ * consumer) meets it there, and holds the lock briefly. Past KL_XFER_MAX
+ * batches slots go back to their runs; keel_trim and keel_cache_flush empty
+ * the stacks. */
+static void cache_give(struct kl_cache *c, unsigned cls)
+{
+	struct kl_heap *h = c->heap;
+	struct kl_bin *b = &c->bins[cls];
+	uint32_t n = b->count < KL_DRAIN ? b->count : KL_DRAIN;
+	struct kl_op op;
+	/* cut n slots off the top, unlocked: they are this cache's */
+	void **head = b->head, **t = head;
+	for (uint32_t i = 1; t[1] == (void *)c->secret; i++) {
+		if (i == n) {
+			b->head = (void **)kl_link_s(c->secret, (uintptr_t)t, (uintptr_t)t[0]);
+			b->count -= n;
+			t[0] = NULL; /* the batch ends here */
+			kl_op_begin(h, &op);
+			if (h->nxfer[cls] < KL_XFER_MAX) {
+				h->xfer[cls][h->nxfer[cls]] = head;
+				h->xfer_len[cls][h->nxfer[cls]++] = (uint8_t)n;
+			} else {
+				slots_back(h, &op, cls, &head, n);
+			}
+			kl_op_end(h, &op);
+			return;
+		}
+		t = (void **)kl_link_s(c->secret, (uintptr_t)t, (uintptr_t)t[0]);
+	}
+	kl_op_begin(h, &op); /* a slot lost its secret: the drain reports it */
+	cache_drain(c, &op, cls, n);
+	kl_op_end(h, &op);
+}
+
+/* Every batch on every transfer stack back to its runs, lock held. */
+void kl_xfer_flush(struct kl_heap *h, struct kl_op *op)
+{
+	for (unsigned cls = 0; cls < KL_NCLASSES; cls++)
+		while (h->nxfer[cls]) {
+			void **list = h->xfer[cls][--h->nxfer[cls]];
+			slots_back(h, op, cls, &list, (uint32_t)-1);
+		}
 }
 
 /* keel_cache_free's other cases: checked mode, a pointer the fast path
@@ -296,11 +372,8 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 	unsigned cls = r->cls - 1u;
 	struct kl_bin *b = &c->bins[cls];
 	if (b->count >= b->max) {
-		struct kl_op op;
 		bin_grow(b, h->cls[cls].size);
-		kl_op_begin(h, &op);
-		cache_drain(c, &op, cls, KL_DRAIN);
-		kl_op_end(h, &op);
+		cache_give(c, cls);
 	}
 	slot[0] = (void *)kl_link(h, p, (uintptr_t)b->head);
 	slot[1] = (void *)c->secret;
@@ -378,6 +451,7 @@ void keel_cache_flush(struct keel_cache *cache)
 	kl_op_begin(c->heap, &op);
 	for (unsigned i = 0; i < KL_NCLASSES; i++)
 		cache_drain(c, &op, i, c->bins[i].count);
+	kl_xfer_flush(c->heap, &op);
 	for (unsigned i = 0; i < KL_NMBINS; i++) {
 		struct kl_bin *b = &c->mbins[i];
 		while (b->head) {

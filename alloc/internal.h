@@ -222,8 +222,9 @@ struct kl_class { /* fixed at heap init: read without the lock */
 };
 
 /* A cache's stack of free slots of one class: slots linked through their
- * first word, the heap's secret in their second (K1: a slot in a cache has
- * its bitmap bit set and secret in word 1; no live block has secret there,
+ * first word, the heap's secret in their second (K1: a slot in a cache, or
+ * in a batch on the heap's transfer stack, has its bitmap bit set and the
+ * secret in word 1, and counts as live; no live block has secret there,
  * since keel_cache_malloc clears it). */
 struct kl_bin {
 	void **head;
@@ -249,6 +250,7 @@ struct kl_cache {
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");
 
 #define KL_HEAP_MAGIC     ((uintptr_t)0x6b65656c48454150ull)
+#define KL_XFER_MAX       8 /* batches a class's transfer stack holds (cache.c) */
 #define KL_EMPTY_RUNS_MAX 4 /* empty runs cached across classes before going back */
 
 /* The heap. Fields the lock-free paths read (keel_cache_malloc and
@@ -284,6 +286,9 @@ struct kl_heap {
 	size_t retain_bytes, empty_bytes;
 	/* small */
 	struct kl_run *partial[KL_NCLASSES]; /* per class: runs with free and used slots */
+	void **xfer[KL_NCLASSES][KL_XFER_MAX]; /* transfer stacks: batches of cached slots */
+	uint8_t xfer_len[KL_NCLASSES][KL_XFER_MAX];
+	uint8_t nxfer[KL_NCLASSES];
 	struct kl_run *empty_runs;
 	unsigned nempty_runs;
 	/* medium: TLSF */
@@ -535,6 +540,9 @@ KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
 KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,
                              struct kl_run *r, uintptr_t p);
 KL_HIDDEN void kl_small_trim(struct kl_heap *h, struct kl_op *op);
+
+/* cache.c */
+KL_HIDDEN void kl_xfer_flush(struct kl_heap *h, struct kl_op *op);
 
 /* check.c: keel_check and keel_walk only. */
 

@@ -272,8 +272,10 @@ KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_bl
                        void *arg);
 
 /* Give free memory back to the source: empty segments, including the retained
- * ones, cached large blocks, and empty runs. Returns the number of bytes returned (0 if none, or
- * the heap is not initialised). O(segments) plus the unmaps. Thread-safe. */
+ * ones, cached large blocks, and empty runs (after the batches caches handed
+ * the heap go back to their runs). Returns the number of bytes returned (0 if
+ * none, or the heap is not initialised). O(segments + slots in batches) plus
+ * the unmaps. Thread-safe. */
 KEEL_API size_t keel_trim(struct keel_heap *heap);
 
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.
@@ -281,13 +283,17 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * 16 to 128 slots, each at first; a class that keeps going to the heap grows
  * to at most 64 KiB and 512 slots), so the common malloc and free of a small
  * block take no lock and no atomic operation; it refills from and flushes to
- * the heap in batches under the heap's lock. It also keeps freed medium
+ * the heap in batches under the heap's lock. A full stack hands 32 slots to
+ * the heap as one batch, which the heap keeps whole (8 batches a class) for
+ * the next cache whose stack runs empty: what one thread frees another
+ * allocates without either touching the runs. It also keeps freed medium
  * blocks of 1 KiB to 64 KiB one by one (64 KiB of them per size, 256 KiB in
  * all), handed out again whole to requests of their size without the lock.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
  * and keeps interrupts off around its use). Slots and blocks in a cache still
- * count as live in keel_stats, keel_check and keel_walk until flushed, at
- * the size first asked. Freeing a pointer to the wrong cache is fine: blocks
+ * count as live in keel_stats, keel_check and keel_walk until flushed (a
+ * flush, or keel_trim, also empties the heap's batches), at the size first
+ * asked. Freeing a pointer to the wrong cache is fine: blocks
  * go back to the heap they came from.
  * Misuse is caught as by keel_free: a double free of a block sitting in any
  * cache of the heap is recognised by a per-heap secret written into it. */
