@@ -69,6 +69,69 @@ static int mbin_of(size_t bsize)
 	             ((bsize >> (f - KL_SL_SHIFT)) & (KL_SL_COUNT - 1)));
 }
 
+/* Free every block of the list (linked as in a bin, the secret in each),
+ * lock held; a block that lost its secret ends the list, reported. */
+static void mlist_back(struct kl_heap *h, struct kl_op *op, void **list)
+{
+	while (list) {
+		void **p = list;
+		if (p[1] != (void *)h->secret) {
+			kl_report(h, KEEL_ECORRUPT, (uintptr_t)p);
+			return;
+		}
+		list = (void **)kl_link(h, (uintptr_t)p, (uintptr_t)p[0]);
+		p[1] = NULL; /* K1: it leaves the cache, a live block again */
+		struct kl_blockinfo bi;
+		if (kl_locate(h, (uintptr_t)p, &bi) == 0)
+			kl_free_locked(h, op, (uintptr_t)p, &bi);
+		else
+			kl_report(h, KEEL_ECORRUPT, (uintptr_t)p);
+	}
+}
+
+/* Medium bins meet as small ones do on the transfer stacks, one batch per
+ * list: a full bin is handed to the heap whole if the list's place is free,
+ * and an empty bin takes what is there. The place is read unlocked first
+ * (relaxed atomics, written under the lock) so a miss costs no lock. */
+static int mbin_hand_over(struct kl_cache *c, unsigned i)
+{
+	struct kl_heap *h = c->heap;
+	struct kl_bin *b = &c->mbins[i];
+	if (__atomic_load_n(&h->mxfer[i], __ATOMIC_RELAXED))
+		return 0;
+	uintptr_t t = kl_lock(h);
+	int done = h->mxfer[i] == NULL;
+	if (done) {
+		h->mxfer_len[i] = b->count;
+		__atomic_store_n(&h->mxfer[i], b->head, __ATOMIC_RELAXED);
+	}
+	kl_unlock(h, t);
+	if (done) {
+		c->med_bytes -= (size_t)b->count * mbin_low(i);
+		b->head = NULL;
+		b->count = 0;
+	}
+	return done;
+}
+
+static void mbin_take_over(struct kl_cache *c, unsigned i)
+{
+	struct kl_heap *h = c->heap;
+	struct kl_bin *b = &c->mbins[i];
+	if (!__atomic_load_n(&h->mxfer[i], __ATOMIC_RELAXED))
+		return;
+	uintptr_t t = kl_lock(h);
+	void **list = h->mxfer[i];
+	uint32_t n = h->mxfer_len[i];
+	__atomic_store_n(&h->mxfer[i], NULL, __ATOMIC_RELAXED);
+	kl_unlock(h, t);
+	if (list) {
+		b->head = list;
+		b->count = n;
+		c->med_bytes += (size_t)n * mbin_low(i);
+	}
+}
+
 /* A kept medium block for size bytes aligned to align, or NULL. */
 static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 {
@@ -76,6 +139,8 @@ static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 	if (i < 0)
 		return NULL;
 	struct kl_bin *b = &c->mbins[i];
+	if (!b->head && b->max)
+		mbin_take_over(c, (unsigned)i);
 	void **p = b->head;
 	if (!p || ((uintptr_t)p & (align - 1)))
 		return NULL;
@@ -105,7 +170,9 @@ static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 		return 0;
 	struct kl_bin *b = &c->mbins[i];
 	size_t low = mbin_low((unsigned)i);
-	if (b->count >= b->max || c->med_bytes + low > KL_CACHE_MED_BYTES)
+	if (b->count >= b->max && !mbin_hand_over(c, (unsigned)i))
+		return 0;
+	if (c->med_bytes + low > KL_CACHE_MED_BYTES)
 		return 0;
 	blk[0] = (void *)kl_link_s(c->secret, p, (uintptr_t)b->head);
 	blk[1] = (void *)c->secret;
@@ -338,7 +405,8 @@ static void cache_give(struct kl_cache *c, unsigned cls)
 	kl_op_end(h, &op);
 }
 
-/* Every batch on every transfer stack back to its runs, lock held. */
+/* Every batch on every transfer stack, small and medium, back to the
+ * heap, lock held. */
 void kl_xfer_flush(struct kl_heap *h, struct kl_op *op)
 {
 	for (unsigned cls = 0; cls < KL_NCLASSES; cls++)
@@ -346,6 +414,11 @@ void kl_xfer_flush(struct kl_heap *h, struct kl_op *op)
 			void **list = h->xfer[cls][--h->nxfer[cls]];
 			slots_back(h, op, cls, &list, (uint32_t)-1);
 		}
+	for (unsigned i = 0; i < KL_NMBINS; i++) {
+		void **list = h->mxfer[i];
+		__atomic_store_n(&h->mxfer[i], NULL, __ATOMIC_RELAXED);
+		mlist_back(h, op, list);
+	}
 }
 
 /* keel_cache_free's other cases: checked mode, a pointer the fast path
@@ -453,23 +526,9 @@ void keel_cache_flush(struct keel_cache *cache)
 		cache_drain(c, &op, i, c->bins[i].count);
 	kl_xfer_flush(c->heap, &op);
 	for (unsigned i = 0; i < KL_NMBINS; i++) {
-		struct kl_bin *b = &c->mbins[i];
-		while (b->head) {
-			void **p = b->head;
-			if (p[1] != (void *)c->secret) { /* as cache_bin_broken, lock held */
-				kl_report(c->heap, KEEL_ECORRUPT, (uintptr_t)p);
-				break;
-			}
-			b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
-			p[1] = NULL; /* K1: it leaves the cache, a live block again */
-			struct kl_blockinfo bi;
-			if (kl_locate(c->heap, (uintptr_t)p, &bi) == 0)
-				kl_free_locked(c->heap, &op, (uintptr_t)p, &bi);
-			else
-				kl_report(c->heap, KEEL_ECORRUPT, (uintptr_t)p);
-		}
-		b->head = NULL;
-		b->count = 0;
+		mlist_back(c->heap, &op, c->mbins[i].head);
+		c->mbins[i].head = NULL;
+		c->mbins[i].count = 0;
 	}
 	c->med_bytes = 0;
 	kl_op_end(c->heap, &op);

@@ -289,6 +289,8 @@ struct kl_heap {
 	void **xfer[KL_NCLASSES][KL_XFER_MAX]; /* transfer stacks: batches of cached slots */
 	uint8_t xfer_len[KL_NCLASSES][KL_XFER_MAX];
 	uint8_t nxfer[KL_NCLASSES];
+	void **mxfer[KL_NMBINS]; /* per medium list: one cache's full bin, handed over */
+	uint32_t mxfer_len[KL_NMBINS];
 	struct kl_run *empty_runs;
 	unsigned nempty_runs;
 	/* medium: TLSF */
