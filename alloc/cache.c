@@ -1,15 +1,17 @@
 /* cache.c: the per-thread (or per-CPU) front end. Small slots are kept in
- * bounded per-class stacks owned by one user, so the common malloc and free
- * touch no lock; batches move between a cache and its heap under the lock.
- * The core gives the object; the environment decides who owns it. */
+ * bounded per-class stacks owned by one user, and freed medium blocks in
+ * bins by free list, so the common malloc and free touch no lock; batches
+ * move between a cache and its heap under the lock, and wait there whole
+ * for the next cache that runs short. The core gives the object; the
+ * environment decides who owns it. */
 #include "internal.h"
 
 /* A class's stack starts at 16 KiB of slots (16 to 128 of them) and doubles
  * each time it has to go to the heap, up to 64 KiB (64 to 512 slots): an
- * idle class holds little, a busy one moves in batches big enough that its
- * thread rarely takes the heap's lock (a thread that frees and allocates in
- * turn goes there once per half stack, a producer or consumer once per half
- * stack of blocks). A cache stays under 1.3 MiB whatever it frees. */
+ * idle class holds little, and a busy one seldom reaches the heap where it
+ * frees and allocates in turn (it must wander from half full to empty, or
+ * back up KL_DRAIN from full). A cache's stacks stay under 1.3 MiB, and its
+ * medium bins under KL_CACHE_MED_BYTES, whatever it frees. */
 static uint32_t bin_start(size_t size)
 {
 	size_t n = 16384 / size;
@@ -48,9 +50,10 @@ static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
 #define KL_DRAIN 32u
 
 /* ---- medium blocks (1 KiB to 64 KiB) ----------------------------------------
- * Freed blocks are kept one by one, by free list (internal.h): no batches,
- * since each goes back or comes out whole. A bin holds 64 KiB of blocks, a
- * cache KL_CACHE_MED_BYTES; past that a free goes to the heap. */
+ * Freed blocks are kept one by one, a bin per free list (internal.h). A bin
+ * holds 64 KiB of blocks, a cache KL_CACHE_MED_BYTES; a full bin is handed to
+ * the heap whole (below) if it can be, and past that a free goes to the
+ * heap's TLSF. A malloc takes from its bin, or a bin the heap holds. */
 
 /* The smallest block size of medium bin i. */
 static size_t mbin_low(unsigned i)
