@@ -257,6 +257,64 @@ static void cache_cross_free(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* One cache frees what another allocates, as a consumer and a producer do:
+ * a full bin's slots reach a cache that runs short as whole batches, and a
+ * full medium bin as a whole bin, without going back to the runs or the
+ * TLSF. Each block handed out again is one the consumer freed, once. */
+static int index_of(unsigned char *const *set, unsigned n, const unsigned char *p)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (set[i] == p)
+			return (int)i;
+	return -1;
+}
+
+static void cache_batches_between_caches(struct t *t)
+{
+	static struct keel_cache cache_c;
+	static unsigned char *p[1200], *q[16];
+	static unsigned char taken[1200];
+	static const size_t sizes[2] = { 48, 3000 }; /* a small class, a medium list */
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	for (unsigned k = 0; k < 2; k++) {
+		unsigned n = k ? 40 : 1200; /* past a full bin: 64 KiB holds 21 of 3000 bytes */
+		for (unsigned i = 0; i < n; i++) {
+			p[i] = keel_cache_malloc(&cache_b, sizes[k]);
+			T_REQUIRE(t, p[i] != NULL);
+			taken[i] = 0;
+		}
+		for (unsigned i = 0; i < n; i++)
+			T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0); /* the consumer */
+		T_CHECK_HEAP(t, t->heap);
+		struct keel_stats before, after;
+		T_REQUIRE(t, keel_stats(t->heap, &before) == 0);
+		/* a producer with empty bins */
+		T_REQUIRE(t, keel_cache_init(&cache_c, t->heap) == 0);
+		for (unsigned i = 0; i < 16; i++) {
+			q[i] = keel_cache_malloc(&cache_c, sizes[k]);
+			T_REQUIRE(t, q[i] != NULL);
+			int at = index_of(p, n, q[i]);
+			T_CHECK(t, at >= 0 && !taken[at]);
+			if (at >= 0)
+				taken[at] = 1;
+			t_fill(q[i], sizes[k], i);
+		}
+		T_REQUIRE(t, keel_stats(t->heap, &after) == 0);
+		T_CHECK(t, after.live_blocks == before.live_blocks); /* counted live throughout */
+		T_CHECK_HEAP(t, t->heap);
+		for (unsigned i = 0; i < 16; i++) {
+			T_CHECK(t, t_verify(q[i], sizes[k], i));
+			T_CHECK(t, keel_cache_free(&cache_c, q[i]) == 0);
+		}
+		keel_cache_flush(&cache_a);
+		keel_cache_flush(&cache_b);
+		keel_cache_flush(&cache_c);
+		T_CHECK(t, live_blocks(t->heap) == 0);
+	}
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* Random operations through two caches and the heap itself, checked against
  * a shadow of what each live block holds. */
 static void cache_random(struct t *t)
@@ -329,6 +387,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_overflow_drains),
 	T_CASE(cache_cross_free),
+	T_CASE(cache_batches_between_caches),
 	T_CASE(cache_random),
 	T_CASE(cache_trim_keeps_registry),
 	{ 0 },
