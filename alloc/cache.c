@@ -342,6 +342,7 @@ static uint32_t slots_back(struct kl_heap *h, struct kl_op *op, unsigned cls, vo
 {
 	size_t csize = h->cls[cls].size;
 	uint32_t gone = 0;
+	struct kl_seg *seg = NULL; /* the last slot's: neighbours share one */
 	while (gone < n && *list) {
 		void **s = *list;
 		if (s[1] != (void *)h->secret) {
@@ -351,7 +352,8 @@ static uint32_t slots_back(struct kl_heap *h, struct kl_op *op, unsigned cls, vo
 		}
 		*list = (void **)kl_link(h, (uintptr_t)s, (uintptr_t)s[0]);
 		s[1] = NULL; /* K1: the slot leaves the cache */
-		struct kl_seg *seg = kl_seg_find(h, (uintptr_t)s).seg;
+		if (!seg || (uintptr_t)s - seg->base >= seg->bytes)
+			seg = kl_seg_find(h, (uintptr_t)s).seg;
 		KL_ASSERT(seg &&
 		          kl_small_is_live(h, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s));
 		kl_small_free(h, op, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s);
