@@ -327,8 +327,11 @@ KEEL_API int keel_cache_free(struct keel_cache *cache, void *p);
  * keel_free, keel_realloc and keel_usable_size all know such a slot). */
 KEEL_API size_t keel_cache_usable_size(struct keel_cache *cache, const void *p);
 
-/* Give every cached slot back to the heap (a thread's exit, a CPU going
- * offline). The cache stays attached and usable. O(cached slots). */
+/* Give every cached slot and block back to the heap (a thread's exit, a CPU
+ * going offline), and the batches caches handed the heap back to its runs,
+ * so that once every cache is flushed nothing counts as live but what the
+ * program holds. The cache stays attached and usable. O(cached slots +
+ * slots in batches: at most 8 x 32 a class). */
 KEEL_API void keel_cache_flush(struct keel_cache *cache);
 
 /* A short name for an error code ("double free"...), never NULL; a static
