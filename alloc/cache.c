@@ -472,14 +472,15 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 	/* Unlocked: a live slot keeps its run and segment alive, so what we
 	 * read of them is stable. The registry names only the heap's own
 	 * segments (its entries are written before a segment is used and
-	 * cleared before it goes back), so an arena found here is one of ours;
-	 * regions are not in the registry and take the slow path. */
+	 * cleared before it goes back), so an arena found here is one of ours,
+	 * and p lies in it: arenas from the source are one aligned segment,
+	 * one entry. Regions are not in the registry and take the slow path. */
 	uintptr_t e = kl_reg_get(h, p);
 	if (KL_LIKELY(e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && !(p & (KL_GRAN - 1)))) {
 		const struct kl_seg *s = (const struct kl_seg *)e;
 		const struct kl_run *r;
 		void **slot = ptr;
-		if (KL_LIKELY(s->kind == KL_SEG_ARENA && p - s->base < s->bytes &&
+		if (KL_LIKELY(s->kind == KL_SEG_ARENA &&
 		              kl_small_is_live(h, s, r = kl_run_of(s, p), p) &&
 		              slot[1] != (void *)c->secret)) {
 			struct kl_bin *b = &c->bins[r->cls - 1u];
