@@ -276,7 +276,8 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
 		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, a) : NULL;
 		if (p)
 			return p;
-		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size) : keel_malloc(heap, size);
+		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size)
+		                       : keel_malloc(heap, size);
 	}
 	unsigned cls = c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT];
 	struct kl_bin *b = &c->bins[cls];

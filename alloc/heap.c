@@ -370,8 +370,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		 * already held (a small region has no room for a whole run); only
 		 * then a run from a new segment. */
 		p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 0);
-		if (!p && (p = kl_medium_alloc(h, op, size + extra, pow2 && align < size ? size : align,
-		                               0)) != NULL)
+		if (!p && (p = kl_medium_alloc(h, op, size + extra,
+		                               pow2 && align < size ? size : align, 0)) != NULL)
 			goto medium;
 		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
 			goto fail;

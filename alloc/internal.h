@@ -215,9 +215,10 @@ _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry
 #define KL_REG_TOMB ((uintptr_t)2)
 
 /* ---- the heap ---------------------------------------------------------------- */
-struct kl_class { /* fixed at heap init: read without the lock */
-	uint32_t size;          /* slot bytes */
-	uint32_t recip;         /* 2^32 / size rounded up: offset / size without a divide */
+/* A size class, fixed at heap init: read without the lock. */
+struct kl_class {
+	uint32_t size;  /* slot bytes */
+	uint32_t recip; /* 2^32 / size rounded up: offset / size without a divide */
 	uint16_t nslots;
 };
 
@@ -285,7 +286,7 @@ struct kl_heap {
 	size_t nlarge_cached, large_cached_bytes;
 	size_t retain_bytes, empty_bytes;
 	/* small */
-	struct kl_run *partial[KL_NCLASSES]; /* per class: runs with free and used slots */
+	struct kl_run *partial[KL_NCLASSES];   /* per class: runs with free and used slots */
 	void **xfer[KL_NCLASSES][KL_XFER_MAX]; /* transfer stacks: batches of cached slots */
 	uint8_t xfer_len[KL_NCLASSES][KL_XFER_MAX];
 	uint8_t nxfer[KL_NCLASSES];

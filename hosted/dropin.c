@@ -269,7 +269,8 @@ static inline void *alloc(size_t size)
 static void *alloc_aligned(size_t align, size_t size)
 {
 	struct keel_cache *c = my_cache();
-	void *p = c ? keel_cache_aligned_alloc(c, align, size) : keel_aligned_alloc(&heap, align, size);
+	void *p = c ? keel_cache_aligned_alloc(c, align, size)
+	            : keel_aligned_alloc(&heap, align, size);
 	return p ? p : out_of_memory();
 }
 

@@ -70,12 +70,14 @@ static void cache_power_of_two_aligned(struct t *t)
  * freed once and caught the second time. */
 static void cache_aligned_alloc(struct t *t)
 {
-	static const size_t sizes[] = { 0, 1, 15, 16, 17, 100, 128, 129, 300, 513, 1000, 1024, 1025, 5000 };
+	static const size_t sizes[] = { 0,   1,   15,  16,   17,   100,  128,
+		                        129, 300, 513, 1000, 1024, 1025, 5000 };
 	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
 	for (size_t align = 1; align <= 2048; align *= 2) {
 		for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
 			unsigned char *p[3];
-			for (unsigned j = 0; j < 3; j++) { /* the second and third may come from the bin */
+			for (unsigned j = 0; j < 3;
+			     j++) { /* the second and third may come from the bin */
 				p[j] = keel_cache_aligned_alloc(&cache_a, align, sizes[k]);
 				T_REQUIRE(t, p[j] != NULL);
 				T_CHECK(t, T_ALIGNED(p[j], align < 16 ? 16 : align));
