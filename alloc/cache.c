@@ -135,27 +135,34 @@ static void mbin_take_over(struct kl_cache *c, unsigned i)
 	}
 }
 
-/* A kept medium block for size bytes aligned to align, or NULL. */
+/* A kept medium block for size bytes aligned to align, or NULL: from the
+ * request's own list, or failing that one of the next MBIN_UP lists (a
+ * sixteenth of a power of two more each), so that with sizes spread over
+ * many lists a request still finds a block that fits closely. */
+#define MBIN_UP 2
 static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 {
-	int i = mbin_of(kl_medium_need(size));
-	if (i < 0)
+	int i0 = mbin_of(kl_medium_need(size));
+	if (i0 < 0)
 		return NULL;
-	struct kl_bin *b = &c->mbins[i];
-	if (!b->head && b->max)
-		mbin_take_over(c, (unsigned)i);
-	void **p = b->head;
-	if (!p || ((uintptr_t)p & (align - 1)))
-		return NULL;
-	if (p[1] != (void *)c->secret) { /* written after its free */
-		cache_bin_broken(c, b);
-		return NULL;
+	for (int i = i0; i <= i0 + MBIN_UP && i < (int)KL_NMBINS; i++) {
+		struct kl_bin *b = &c->mbins[i];
+		if (!b->head && b->max && i == i0)
+			mbin_take_over(c, (unsigned)i);
+		void **p = b->head;
+		if (!p || ((uintptr_t)p & (align - 1)))
+			continue;
+		if (p[1] != (void *)c->secret) { /* written after its free */
+			cache_bin_broken(c, b);
+			return NULL;
+		}
+		b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
+		b->count--;
+		c->med_bytes -= mbin_low((unsigned)i);
+		p[1] = NULL; /* K1 */
+		return p;
 	}
-	b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
-	b->count--;
-	c->med_bytes -= mbin_low((unsigned)i);
-	p[1] = NULL; /* K1 */
-	return p;
+	return NULL;
 }
 
 /* Keep p, a pointer into arena s outside any run, if it is a live medium
