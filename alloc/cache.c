@@ -323,20 +323,22 @@ void *keel_cache_malloc(struct keel_cache *cache, size_t size)
 void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t size)
 {
 	struct kl_cache *c = cache_of(cache);
+	if (align == 0 || (align & (align - 1)))
+		return NULL; /* as keel_aligned_alloc */
 	if (align <= KL_GRAN)
 		return keel_cache_malloc(cache, size);
-	if (align & (align - 1))
-		return NULL; /* as keel_aligned_alloc */
 	if (align > KL_SMALL_MAX || size > KL_SMALL_MAX) {
 		/* a kept medium block whose address suits (the smallest serve any
 		 * size to 1 KiB), else the heap with the size asked */
 		void *p = mbin_pop(c, size > KL_SMALL_MAX ? size : KL_SMALL_MAX + 1, align);
 		return p ? p : keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
 	}
-	size = kl_align_up(size ? size : 1, align);
-	KL_ASSERT((c->heap->cls[c->class_of[size >> KL_GRAN_SHIFT]].size & (align - 1)) == 0);
-	void *p = cache_pop(c, size);
-	return p ? p : cache_malloc_slow(c, size, align);
+	if (c->heap->checked) /* its caches keep nothing; and the size asked is exact */
+		return keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
+	size_t n = kl_align_up(size ? size : 1, align);
+	KL_ASSERT((c->heap->cls[c->class_of[n >> KL_GRAN_SHIFT]].size & (align - 1)) == 0);
+	void *p = cache_pop(c, n);
+	return p ? p : cache_malloc_slow(c, n, align);
 }
 
 /* Give up to n slots of the list at *list (linked as in a bin, the secret

@@ -93,6 +93,7 @@ static void cache_aligned_alloc(struct t *t)
 		}
 	}
 	T_CHECK(t, keel_cache_aligned_alloc(&cache_a, 48, 10) == NULL); /* not a power of two */
+	T_CHECK(t, keel_cache_aligned_alloc(&cache_a, 0, 10) == NULL);  /* as keel_aligned_alloc */
 	T_CHECK_HEAP(t, t->heap);
 	keel_cache_flush(&cache_a);
 	T_CHECK(t, live_blocks(t->heap) == 0);

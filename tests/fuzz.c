@@ -220,7 +220,7 @@ struct blk {
 };
 
 static struct keel_heap heap;
-static struct keel_cache cache;
+static struct keel_cache cache, cache2; /* two, as two threads: blocks cross between them */
 static struct blk blk[SLOTS];
 static size_t live_bytes;
 static unsigned nlive;
@@ -344,6 +344,7 @@ enum {
 	OP_ALIGNED,
 	OP_CACHE_MALLOC,
 	OP_CACHE_FREE,
+	OP_CACHE_ALIGNED,
 	OP_TRIM,
 	OP_CHECK,
 	OP_FLUSH,
@@ -366,8 +367,9 @@ static void step(struct in *in, unsigned op, unsigned slot, uint8_t tag)
 		size_t size = fz_size(in, &must_fail);
 		if (b->p || (!must_fail && live_bytes + size > BUDGET))
 			break;
-		unsigned char *p = op == OP_CACHE_MALLOC ? keel_cache_malloc(&cache, size)
-		                                         : keel_malloc(&heap, size);
+		unsigned char *p = op == OP_CACHE_MALLOC
+		                           ? keel_cache_malloc(tag & 1 ? &cache2 : &cache, size)
+		                           : keel_malloc(&heap, size);
 		if (!p) {
 			null_ok(must_fail, refused);
 			break;
@@ -400,7 +402,10 @@ static void step(struct in *in, unsigned op, unsigned slot, uint8_t tag)
 		if (!b->p)
 			break;
 		verify(b);
-		FZ_CHECK((op == OP_CACHE_FREE ? keel_cache_free(&cache, b->p)
+		if (op == OP_CACHE_FREE)
+			FZ_CHECK(keel_cache_usable_size(tag & 2 ? &cache2 : &cache, b->p) >=
+			         b->size);
+		FZ_CHECK((op == OP_CACHE_FREE ? keel_cache_free(tag & 2 ? &cache2 : &cache, b->p)
 		                              : keel_free(&heap, b->p)) == 0);
 		forget(slot);
 		break;
@@ -455,6 +460,24 @@ static void step(struct in *in, unsigned op, unsigned slot, uint8_t tag)
 		adopt(slot, p, size, align, tag);
 		break;
 	}
+	case OP_CACHE_ALIGNED: {
+		/* as keel_aligned_alloc, but the block keeps its alignment only
+		 * until keel_realloc (keel.h), so the model does not ask for it */
+		size_t align = fz_align(in, &bad);
+		size_t size = fz_size(in, &must_fail);
+		if (b->p || (!must_fail && !bad && live_bytes + size > BUDGET))
+			break;
+		unsigned char *p =
+		        keel_cache_aligned_alloc(tag & 1 ? &cache2 : &cache, align, size);
+		if (!p) {
+			null_ok(must_fail || bad, refused);
+			break;
+		}
+		FZ_CHECK(!must_fail && !bad);
+		FZ_CHECK(((uintptr_t)p & (align - 1)) == 0);
+		adopt(slot, p, size, 0, tag);
+		break;
+	}
 	case OP_TRIM:
 		keel_trim(&heap);
 		break;
@@ -463,6 +486,7 @@ static void step(struct in *in, unsigned op, unsigned slot, uint8_t tag)
 		break;
 	case OP_FLUSH: {
 		keel_cache_flush(&cache);
+		keel_cache_flush(&cache2);
 		struct keel_stats st;
 		FZ_CHECK(keel_stats(&heap, &st) == 0);
 		FZ_CHECK(st.live_blocks == nlive);
@@ -531,6 +555,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	nfreed = 0;
 	FZ_CHECK(keel_heap_init(&heap, &cfg) == 0);
 	FZ_CHECK(keel_cache_init(&cache, &heap) == 0);
+	FZ_CHECK(keel_cache_init(&cache2, &heap) == 0);
 
 	unsigned n = 0;
 	while (in.i < in.n) {
@@ -554,11 +579,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!blk[i].p)
 			continue;
 		verify(&blk[i]);
-		FZ_CHECK((i & 1 ? keel_cache_free(&cache, blk[i].p) : keel_free(&heap, blk[i].p)) ==
-		         0);
+		FZ_CHECK((i & 1 ? keel_cache_free(i & 2 ? &cache2 : &cache, blk[i].p)
+		                : keel_free(&heap, blk[i].p)) == 0);
 		forget(i);
 	}
 	keel_cache_flush(&cache);
+	keel_cache_flush(&cache2);
 	check_heap();
 	struct keel_stats st;
 	FZ_CHECK(keel_stats(&heap, &st) == 0);
