@@ -30,6 +30,46 @@ static struct kl_cache *cache_of(struct keel_cache *c)
 	return (struct kl_cache *)(void *)c;
 }
 
+/* Every bin, small or medium, is a stack linked through its blocks' first
+ * word, with the secret in their second (K1). */
+static inline void bin_push(struct kl_cache *c, struct kl_bin *b, void **p)
+{
+	p[0] = (void *)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)b->head);
+	p[1] = (void *)c->secret;
+	b->head = p;
+	b->count++;
+}
+
+/* The top of b, or NULL if b is empty or its top lost the secret (written
+ * after its free: the caller drops the bin). */
+static inline void *bin_pop(struct kl_cache *c, struct kl_bin *b)
+{
+	void **p = b->head;
+	if (KL_UNLIKELY(p == NULL || p[1] != (void *)c->secret))
+		return NULL;
+	b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
+	b->count--;
+	p[1] = NULL; /* K1: no live block carries the secret */
+	return p;
+}
+
+/* The size (header included) of the live medium block at p in arena s,
+ * outside any run, or 0 if p is none: B5 makes a set bit there a live
+ * block's user pointer; its head is read as a relaxed atomic (internal.h,
+ * kl_head_store) and checked against the arena. */
+static size_t medium_live_size(const struct kl_seg *s, uintptr_t p)
+{
+	if (p < s->arena + KL_BLK_HDR || !kl_bit_get(s, p))
+		return 0;
+	const struct kl_blk *b = kl_blk_of((void *)p);
+	size_t head = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+	size_t size = head & KL_B_SIZE_MASK;
+	if ((head & (KL_B_FREE | KL_B_RUN)) || size < KL_MIN_BLOCK ||
+	    size > s->arena_end - KL_BLK_HDR - (uintptr_t)b)
+		return 0;
+	return size;
+}
+
 /* A slot at the top of a bin lost its secret: it was written after its
  * free, and its link cannot be trusted. The bin is dropped (its slots stay
  * counted as live, never handed out) and the fault reported. */
@@ -149,17 +189,14 @@ static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 		struct kl_bin *b = &c->mbins[i];
 		if (!b->head && b->max && i == i0)
 			mbin_take_over(c, (unsigned)i);
-		void **p = b->head;
-		if (!p || ((uintptr_t)p & (align - 1)))
+		if (!b->head || ((uintptr_t)b->head & (align - 1)))
 			continue;
-		if (p[1] != (void *)c->secret) { /* written after its free */
+		void *p = bin_pop(c, b);
+		if (!p) { /* written after its free */
 			cache_bin_broken(c, b);
 			return NULL;
 		}
-		b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
-		b->count--;
 		c->med_bytes -= mbin_low((unsigned)i);
-		p[1] = NULL; /* K1 */
 		return p;
 	}
 	return NULL;
@@ -170,13 +207,10 @@ static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
  * stranger, a double free) is left to keel_free to settle and report. */
 static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 {
-	/* B5: a set bit outside a run is a live block's user pointer */
-	if (p < s->arena + KL_BLK_HDR || !kl_bit_get(s, p))
-		return 0;
 	void **blk = (void **)p;
-	size_t head = __atomic_load_n(&kl_blk_of(blk)->head, __ATOMIC_RELAXED);
-	int i = mbin_of(head & KL_B_SIZE_MASK);
-	if (i < 0 || (head & (KL_B_FREE | KL_B_RUN)) || blk[1] == (void *)c->secret)
+	size_t size = medium_live_size(s, p);
+	int i = size ? mbin_of(size) : -1;
+	if (i < 0 || blk[1] == (void *)c->secret)
 		return 0;
 	struct kl_bin *b = &c->mbins[i];
 	size_t low = mbin_low((unsigned)i);
@@ -184,10 +218,7 @@ static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 		return 0;
 	if (c->med_bytes + low > KL_CACHE_MED_BYTES)
 		return 0;
-	blk[0] = (void *)kl_link_s(c->secret, p, (uintptr_t)b->head);
-	blk[1] = (void *)c->secret;
-	b->head = blk;
-	b->count++;
+	bin_push(c, b, blk);
 	c->med_bytes += low;
 	return 1;
 }
@@ -232,13 +263,9 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 		b->head = h->xfer[cls][k];
 		b->count = h->xfer_len[cls][k];
 		kl_op_end(h, &op);
-		void **s = b->head;
-		if (s[1] == (void *)c->secret) {
-			b->head = (void **)kl_link_s(c->secret, (uintptr_t)s, (uintptr_t)s[0]);
-			b->count--;
-			s[1] = NULL; /* K1 */
+		void *s = bin_pop(c, b);
+		if (s)
 			return s;
-		}
 		cache_bin_broken(c, b);
 		kl_op_begin(h, &op);
 	}
@@ -253,10 +280,7 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 		void **s = kl_small_alloc(h, &op, cls, 0, 0);
 		if (!s)
 			break;
-		s[0] = (void *)kl_link(h, (uintptr_t)s, (uintptr_t)b->head);
-		s[1] = (void *)c->secret;
-		b->head = s;
-		b->count++;
+		bin_push(c, b, s);
 	}
 	/* the batch counts as live blocks, as kl_count_alloc would one by one */
 	h->in_use_bytes += got * csize;
@@ -296,14 +320,7 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
 /* The top slot of the bin serving size (at most KL_SMALL_MAX), or NULL. */
 static inline void *cache_pop(struct kl_cache *c, size_t size)
 {
-	struct kl_bin *b = &c->bins[c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT]];
-	void **p = b->head;
-	if (KL_UNLIKELY(p == NULL || p[1] != (void *)c->secret))
-		return NULL;
-	b->head = (void **)kl_link_s(c->secret, (uintptr_t)p, (uintptr_t)p[0]);
-	b->count--;
-	p[1] = NULL; /* K1: no live block carries the secret */
-	return p;
+	return bin_pop(c, &c->bins[c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT]]);
 }
 
 void *keel_cache_malloc(struct keel_cache *cache, size_t size)
@@ -467,10 +484,7 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 		bin_grow(b, h->cls[cls].size);
 		cache_give(c, cls);
 	}
-	slot[0] = (void *)kl_link(h, p, (uintptr_t)b->head);
-	slot[1] = (void *)c->secret;
-	b->head = slot;
-	b->count++;
+	bin_push(c, b, slot);
 	return 0;
 }
 
@@ -495,10 +509,7 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 		              slot[1] != (void *)c->secret)) {
 			struct kl_bin *b = &c->bins[r->cls - 1u];
 			if (KL_LIKELY(b->count < b->max)) {
-				slot[0] = (void *)kl_link_s(c->secret, p, (uintptr_t)b->head);
-				slot[1] = (void *)c->secret;
-				b->head = slot;
-				b->count++;
+				bin_push(c, b, slot);
 				return 0;
 			}
 		}
@@ -508,9 +519,8 @@ int keel_cache_free(struct keel_cache *cache, void *ptr)
 	return cache_free_slow(c, ptr);
 }
 
-/* Unlocked for a live small slot or medium block (as keel_cache_free
- * vouches for one; a medium block's head read as mbin_push does, and its
- * size checked against its arena); anything else asks the heap. */
+/* Unlocked for a live small slot or medium block (as keel_cache_free and
+ * mbin_push vouch for one); anything else asks the heap. */
 size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 {
 	struct kl_cache *c = cache_of(cache);
@@ -524,14 +534,9 @@ size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 			void *const *w = ptr;
 			if (kl_small_is_live(h, s, r, p))
 				return w[1] == (void *)c->secret ? 0 : h->cls[r->cls - 1].size;
-			if (r->cls == 0 && p >= s->arena + KL_BLK_HDR && kl_bit_get(s, p)) {
-				const struct kl_blk *b = kl_blk_of((void *)(uintptr_t)ptr);
-				size_t head = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
-				size_t size = head & KL_B_SIZE_MASK;
-				if (!(head & (KL_B_FREE | KL_B_RUN)) && size >= KL_MIN_BLOCK &&
-				    size <= s->arena_end - KL_BLK_HDR - (uintptr_t)b)
-					return w[1] == (void *)c->secret ? 0 : size - KL_BLK_HDR;
-			}
+			size_t size = r->cls ? 0 : medium_live_size(s, p);
+			if (size)
+				return w[1] == (void *)c->secret ? 0 : size - KL_BLK_HDR;
 		}
 	}
 	return keel_usable_size((struct keel_heap *)(void *)c->heap, ptr);

@@ -137,7 +137,7 @@ static void read_options(void)
 	sys_call1(SYS_close, fd);
 }
 
-static void misuse(const char *fn, const void *p, int err);
+__attribute__((noinline, cold)) static void misuse(const char *fn, const void *p, int err);
 
 /* Checked mode's faults found on the way (a write after free): reported as a
  * bad free is. Called with the heap lock held; misuse() takes no lock. */
@@ -247,16 +247,11 @@ static void misuse(const char *fn, const void *p, int err)
 
 /* ---- the malloc family ------------------------------------------------------ */
 /* The common calls stay a few instructions long: every rare case (no cache
- * yet, ENOMEM, misuse) is out of line. */
+ * yet, ENOMEM, misuse) is out of line and cold. */
 __attribute__((noinline, cold)) static void *out_of_memory(void)
 {
 	errno = ENOMEM;
 	return NULL;
-}
-
-__attribute__((noinline, cold)) static void bad_free(void *p, int err)
-{
-	misuse("free", p, err);
 }
 
 static inline void *alloc(size_t size)
@@ -286,7 +281,7 @@ EXPORT void free(void *p)
 	struct keel_cache *c = my_cache();
 	int err = c ? keel_cache_free(c, p) : keel_free(&heap, p);
 	if (__builtin_expect(err != 0, 0))
-		bad_free(p, err);
+		misuse("free", p, err);
 }
 
 EXPORT void *calloc(size_t n, size_t size)
