@@ -302,9 +302,8 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
 {
 	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
 	if (size > KL_SMALL_MAX || c->heap->checked) {
-		/* as keel_malloc: a power of two up to a page is aligned to itself */
-		size_t a = !(size & (size - 1)) && size <= KL_PAGE && align < size ? size : align;
-		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, a) : NULL;
+		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, kl_natural_align(size, align))
+		                              : NULL;
 		if (p)
 			return p;
 		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size)

@@ -349,11 +349,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		goto fail;
 	if (align < KL_GRAN)
 		align = KL_GRAN;
-	/* A power of two up to a page is aligned to itself, as kmalloc does
-	 * (small classes that are powers of two are so by placement). */
-	int pow2 = size && !(size & (size - 1)) && size <= KL_PAGE;
-	if (pow2 && align < size && (size > KL_SMALL_MAX || h->checked))
-		align = size;
+	if (size > KL_SMALL_MAX || h->checked) /* kl_natural_align; a slot is by placement */
+		align = kl_natural_align(size, align);
 	size_t extra = h->checked ? KL_CANARY_BYTES : 0;
 	size_t small_need = size + (h->checked ? KL_SMALL_MARGIN + KL_SMALL_LEN : 0);
 	void *p;
@@ -370,8 +367,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		 * already held (a small region has no room for a whole run); only
 		 * then a run from a new segment. */
 		p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 0);
-		if (!p && (p = kl_medium_alloc(h, op, size + extra,
-		                               pow2 && align < size ? size : align, 0)) != NULL)
+		if (!p && (p = kl_medium_alloc(h, op, size + extra, kl_natural_align(size, align),
+		                               0)) != NULL)
 			goto medium;
 		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
 			goto fail;

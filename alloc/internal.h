@@ -309,6 +309,15 @@ struct kl_heap {
 };
 _Static_assert(sizeof(struct kl_heap) <= KEEL_HEAP_BYTES, "heap fits keel_heap storage");
 
+/* The alignment a block of size bytes asked with align gets: a power of two
+ * up to a page is aligned to itself, as kmalloc does (small classes that are
+ * powers of two are so by placement; a medium block must ask for it). */
+static inline size_t kl_natural_align(size_t size, size_t align)
+{
+	int pow2 = size && !(size & (size - 1)) && size <= KL_PAGE;
+	return pow2 && align < size ? size : align;
+}
+
 /* A free-list link as stored in the free slot p: the next slot's address
  * mixed with the heap's secret and p itself, so a stray write or a copied
  * link does not decode to a slot of the run. kl_link(h, p, kl_link(h, p, x))
