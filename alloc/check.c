@@ -10,6 +10,7 @@ struct tally {
 	size_t runs_partial, runs_empty, empty_bytes, source_bytes, region_bytes, nlarge, nsegs;
 	size_t nlarge_cached, large_cached_bytes;
 	size_t quar_n, quar_bytes;
+	size_t big_used, big_committed;
 };
 
 struct checker {
@@ -135,7 +136,20 @@ static int bits_clear(const struct kl_seg *s, uintptr_t from, uintptr_t to)
 	return 1;
 }
 
-/* S3 and B1-B5 over one arena. */
+/* B6: every page of the used block b of big arena s (and of the header after
+ * it) has its commit bit set. */
+static int big_used_committed(const struct kl_seg *s, uintptr_t b, size_t size)
+{
+	const uint64_t *m = kl_big_commit(s);
+	for (uintptr_t a = kl_align_down(b, KL_PAGE); a < b + size + KL_BLK_HDR; a += KL_PAGE) {
+		size_t i = (a - s->base) / KL_PAGE;
+		if (!((m[i >> 6] >> (i & 63)) & 1))
+			return 0;
+	}
+	return 1;
+}
+
+/* S3 and B1-B6 over one arena. */
 static int check_arena(struct checker *c, struct kl_seg *s)
 {
 	const struct kl_heap *h = c->h;
@@ -157,6 +171,11 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 		if (prev_free && b->prev_size != prev_size)
 			return fail(c, "B3 prev_size matches the free block before", b);
 		uintptr_t u = (uintptr_t)kl_user_of(b);
+		if (kl_seg_big(s) && !(b->head & KL_B_FREE)) {
+			if (!big_used_committed(s, (uintptr_t)b, size))
+				return fail(c, "B6 a used block's pages are committed", b);
+			c->t.big_used += size;
+		}
 		if (b->head & KL_B_FREE) {
 			if (prev_free)
 				return fail(c, "B2 no two free neighbours", b);
@@ -215,6 +234,9 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 	}
 	if ((uintptr_t)b != sentinel || kl_blk_size(b) != 0 || (b->head & KL_B_FREE))
 		return fail(c, "S3 blocks end exactly at the sentinel", b);
+	if (kl_seg_big(s))
+		for (size_t i = 0; i < KL_BIG / KL_PAGE / 64; i++)
+			c->t.big_committed += KL_PAGE * (size_t)kl_popcount(kl_big_commit(s)[i]);
 	if (!!(b->head & KL_B_PREV_FREE) != prev_free || (prev_free && b->prev_size != prev_size))
 		return fail(c, "B3 sentinel knows the block before", b);
 	size_t marked = 0;
@@ -229,7 +251,8 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 static int check_registry(struct checker *c, struct kl_seg *s)
 {
 	for (uintptr_t a = s->base; a < s->base + s->bytes; a += KL_SEG) {
-		uintptr_t want = (uintptr_t)s | (a == s->base ? 0 : KL_REG_CONT);
+		uintptr_t cont = a == s->base || s->kind == KL_SEG_ARENA ? 0 : KL_REG_CONT;
+		uintptr_t want = (uintptr_t)s | cont;
 		if (kl_reg_get(c->h, a) != want)
 			return fail(c, "S2 registry names the segment over its range", (void *)a);
 	}
@@ -398,6 +421,8 @@ static int check_counters(struct checker *c)
 		return fail(c, "C7 region bytes add up", NULL);
 	if (t->quar_n != h->quar_n || t->quar_bytes != h->quar_bytes)
 		return fail(c, "Q1 the quarantine holds what it counts", NULL);
+	if (t->big_used != h->big_used || t->big_committed != h->big_committed)
+		return fail(c, "B6 big arenas' used and committed bytes add up", NULL);
 	return 0;
 }
 

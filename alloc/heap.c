@@ -177,11 +177,12 @@ struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t siz
 {
 	/* Another thread may use up a new segment while the lock is dropped
 	 * to map it; a few tries make that a non-issue. */
+	size_t need = align > KL_GRAN ? size + align + KL_MIN_BLOCK : size;
 	for (int tries = 0; tries < 4; tries++) {
 		struct kl_blk *b = kl_fit_take(h, size, align);
 		if (b)
 			return b;
-		if (kl_seg_grow(h, op) != 0)
+		if (kl_seg_grow(h, op, need) != 0)
 			return NULL;
 	}
 	return NULL;
@@ -231,6 +232,7 @@ int keel_heap_init(struct keel_heap *heap, const struct keel_config *config)
 	if (lk)
 		h->lock = *lk;
 	h->retain_bytes = config->retain_bytes ? config->retain_bytes : KL_SEG;
+	h->dirty_max = config->dirty_bytes ? config->dirty_bytes : KEEL_DIRTY_BYTES;
 	h->checked = KEEL_VALGRIND || (config->flags & KEEL_HEAP_CHECKED) != 0;
 	h->guard_count = config->guard_every;
 	h->secret = heap_secret(h);
@@ -381,7 +383,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		h->class_live[c]++;
 		return p;
 	}
-	if (h->has_source && size + align > KL_MEDIUM_MAX) {
+	if (h->has_source && size + align > KL_MEDIUM_MAX &&
+	    (h->checked || !h->source.decommit || size + align > KL_BIG_MAX)) {
 	large:
 		p = kl_large_alloc(h, op, size, align, fresh);
 		if (!p)
@@ -393,6 +396,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		return p;
 	}
 	p = kl_medium_alloc(h, op, size + extra, align, 1);
+	if (!p && h->has_source && size + align > KL_MEDIUM_MAX)
+		goto large; /* no room for a big arena: a mapping of its own may fit */
 	if (!p)
 		goto fail;
 medium:;
@@ -639,8 +644,8 @@ size_t keel_trim(struct keel_heap *heap)
 		kl_chk_quarantine_flush(h, &op);
 	kl_xfer_flush(h, &op);
 	kl_small_trim(h, &op);
-	kl_seg_trim(h, &op);
-	size_t bytes = before - h->source_bytes;
+	size_t decommitted = kl_seg_trim(h, &op);
+	size_t bytes = before - h->source_bytes + decommitted;
 	kl_op_end(h, &op);
 	return bytes;
 }

@@ -81,7 +81,16 @@ static inline void kl_vg_loud(int *unused)
 #define KL_PAGE       ((size_t)KEEL_PAGE_SIZE)
 /* With a source, requests above this get a mapping of their own: a quarter of
  * a segment bounds the waste a medium block can strand in one. */
-#define KL_MEDIUM_MAX  (KL_SEG / 4)
+#define KL_MEDIUM_MAX (KL_SEG / 4)
+/* BIG    with a source that can decommit, requests above KL_MEDIUM_MAX up to
+ *        KL_BIG_MAX are blocks of 32 MiB arenas instead (a quarter again):
+ *        a freed one coalesces with its free neighbours and its pages stay
+ *        mapped for the next request of any size, where a mapping of its own
+ *        would go back to the source and fault its pages in afresh. Free
+ *        pages beyond config.dirty_bytes in all go back through decommit. */
+#define KL_BIG_SHIFT   25
+#define KL_BIG         ((size_t)1 << KL_BIG_SHIFT)
+#define KL_BIG_MAX     (KL_BIG / 4)
 #define KL_NCLASSES    KEEL_NCLASSES
 #define KL_SMALL_MAX   ((size_t)KEEL_SMALL_MAX)
 #define KL_MAX_REQUEST ((size_t)1 << 46) /* larger requests fail at once */
@@ -161,11 +170,13 @@ _Static_assert(sizeof(struct kl_run) == 40, "run header is 40 bytes");
  * A large segment is one mapping holding one block, its header at the tail:
  *   [user block .............................. | struct kl_seg]
  *   S1  magic == KL_SEG_MAGIC ^ (uintptr_t)seg and heap == the owning heap
- *   S2  every registry entry over [base, base+bytes) names seg (the first as
- *       a start, the rest as continuations); regions are in heap->regions
+ *   S2  every registry entry over [base, base+bytes) names seg (a large
+ *       block's first as a start, the rest as continuations; every entry of
+ *       an arena as a start, so the cache's free path trusts any of them);
+ *       regions are in heap->regions
  *   S3  an arena's blocks tile [arena, sentinel] exactly (B1)
  *   S4  an arena: is_empty  <=>  it is one free block, parked, counted in
- *       empty_bytes
+ *       empty_bytes (an arena is KL_SEG bytes, or KL_BIG: a big arena)
  *   S5  a large block: is_empty  <=>  it is free and in the large cache,
  *       counted in large_cached_bytes (still registered, still listed) */
 struct kl_seg {
@@ -199,6 +210,23 @@ struct kl_seg {
 #define KL_LARGE_CACHE_BYTES ((size_t)64 << 20) /* and their bytes at most */
 _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tail slot");
 
+/* A big arena keeps a commit map, one bit per page, after its allocation
+ * bitmap: set when a block over the page is handed out, cleared when the
+ * page is decommitted. A clear bit means the page holds no memory, but for
+ * the first page of a free block (its header is written there).
+ *   B6  big_used == the bytes of the used blocks of big arenas (runs and
+ *       blocks kept by caches included); big_committed == KL_PAGE * the
+ *       bits set in their commit maps; so big_committed - big_used bounds
+ *       the free pages they hold, kept within dirty_max by kl_fit_give */
+static inline int kl_seg_big(const struct kl_seg *s)
+{
+	return s->kind == KL_SEG_ARENA && s->bytes == KL_BIG;
+}
+static inline uint64_t *kl_big_commit(const struct kl_seg *s)
+{
+	return s->bits + (KL_BIG >> KL_GRAN_SHIFT) / 64;
+}
+
 /* ---- registry --------------------------------------------------------------
  * A three-level radix over the 48-bit address space at segment granularity:
  * 8 bits in the heap, 10 bits per mapped 8 KiB node. An entry is a segment
@@ -211,7 +239,7 @@ _Static_assert(sizeof(struct kl_seg) <= KL_LARGE_HDR, "large header fits its tai
 #define KL_REG_NODE       ((size_t)1 << KL_REG_NODE_BITS)
 #define KL_REG_NODE_BYTES (KL_REG_NODE * sizeof(uintptr_t))
 _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry covers 48 bits");
-#define KL_REG_CONT ((uintptr_t)1)
+#define KL_REG_CONT ((uintptr_t)1) /* large blocks only: an arena names itself in every entry */
 #define KL_REG_TOMB ((uintptr_t)2)
 
 /* ---- the heap ---------------------------------------------------------------- */
@@ -285,6 +313,7 @@ struct kl_heap {
 	struct kl_seg *large_cache; /* freed large blocks kept for reuse, newest first */
 	size_t nlarge_cached, large_cached_bytes;
 	size_t retain_bytes, empty_bytes;
+	size_t dirty_max; /* free pages big arenas may hold (config.dirty_bytes) */
 	/* small */
 	struct kl_run *partial[KL_NCLASSES];   /* per class: runs with free and used slots */
 	void **xfer[KL_NCLASSES][KL_XFER_MAX]; /* transfer stacks: batches of cached slots */
@@ -303,6 +332,7 @@ struct kl_heap {
 	size_t requested_bytes, in_use_bytes, peak_in_use;
 	size_t source_bytes, peak_source, region_bytes;
 	size_t medium_free_bytes, small_free_bytes;
+	size_t big_used, big_committed; /* B6 */
 	size_t live_blocks, alloc_count, free_count, failed;
 	size_t maps, unmaps, source_failures, nsegs, nlarge;
 	size_t class_live[KL_NCLASSES];
@@ -372,6 +402,13 @@ static inline unsigned kl_fls(size_t x) /* index of the highest set bit; x != 0 
 static inline unsigned kl_ffs(size_t x) /* index of the lowest set bit; x != 0 */
 {
 	return (unsigned)__builtin_ctzll((unsigned long long)x);
+}
+static inline unsigned kl_popcount(uint64_t x) /* without libgcc or POPCNT */
+{
+	x -= (x >> 1) & 0x5555555555555555ull;
+	x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+	return (unsigned)((x * 0x0101010101010101ull) >> 56);
 }
 
 /* Bitmap helpers over a segment's allocation bitmap. */
@@ -499,7 +536,7 @@ struct kl_where {
 	struct kl_seg *seg; /* NULL: not ours */
 	int err;            /* 0, or the KEEL_E* a free of p would get */
 };
-KL_HIDDEN int kl_seg_grow(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN int kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need);
 KL_HIDDEN void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len);
@@ -507,7 +544,9 @@ KL_HIDDEN void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size,
                                int *fresh);
 KL_HIDDEN void kl_large_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN size_t kl_large_usable(const struct kl_seg *s);
-KL_HIDDEN void kl_seg_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op);
+KL_HIDDEN void kl_big_take(struct kl_heap *h, struct kl_seg *s, uintptr_t from, uintptr_t to);
+KL_HIDDEN size_t kl_big_decommit(struct kl_heap *h, struct kl_seg *s, struct kl_blk *b);
 KL_HIDDEN int kl_seg_destroy_all(struct kl_heap *h);
 
 /* checked.c */

@@ -45,10 +45,11 @@ extern "C" {
 
 /* Sizes the allocator is built around (see alloc/internal.h for the why). */
 #define KEEL_PAGE_SIZE    4096u
-#define KEEL_SEGMENT_SIZE ((size_t)1 << 20) /* page-source segments: 1 MiB, 1 MiB-aligned */
-#define KEEL_SMALL_MAX    1024u             /* largest size served from size-class runs */
-#define KEEL_MAX_ALIGN    ((size_t)1 << 30) /* largest alignment keel_aligned_alloc accepts */
-#define KEEL_MAX_REGIONS  8                 /* caller-given regions per heap */
+#define KEEL_SEGMENT_SIZE ((size_t)1 << 20)   /* page-source segments: 1 MiB, 1 MiB-aligned */
+#define KEEL_SMALL_MAX    1024u               /* largest size served from size-class runs */
+#define KEEL_MAX_ALIGN    ((size_t)1 << 30)   /* largest alignment keel_aligned_alloc accepts */
+#define KEEL_MAX_REGIONS  8                   /* caller-given regions per heap */
+#define KEEL_DIRTY_BYTES  ((size_t)128 << 20) /* default keel_config.dirty_bytes */
 
 /* protect() modes. */
 #define KEEL_PROT_NONE 0 /* any access faults (guard page) */
@@ -63,6 +64,17 @@ extern "C" {
  * it returns 0 or a negative errno-style code.
  * protect is optional (may be NULL); it changes a page-aligned subrange of a
  * mapping to one of KEEL_PROT_* and returns 0 or a negative code.
+ * decommit is optional (may be NULL); it tells the source that a page-aligned
+ * subrange of a mapping holds nothing keel needs: the source may take its
+ * memory back, and the range stays mapped and usable, its contents then
+ * unspecified (Linux: madvise MADV_DONTNEED). A source that commits memory on
+ * first touch offers it, and keel then serves blocks of 256 KiB to 8 MiB from
+ * 32 MiB arenas, where a freed block's pages stay mapped for the next request
+ * of any size while the free pages in all stay under config.dirty_bytes; the
+ * rest go back through decommit. Without it (or when no 32 MiB arena can be
+ * had), such blocks are mappings of their own.
+ * Unlike the others, decommit is called with the heap lock held (the range
+ * must stay out of reach meanwhile): it must not call into the heap.
  * keel calls map, unmap and protect with no heap lock held, possibly from
  * several threads at once if the heap is shared, so a source used by a
  * shared heap must be thread-safe itself. Besides segments and large blocks,
@@ -74,6 +86,7 @@ struct keel_source {
 	int (*protect)(void *ctx, void *p, size_t bytes, int prot);
 	void *ctx;
 	int zeroed; /* nonzero: fresh mappings read as zero, so calloc skips memset */
+	int (*decommit)(void *ctx, void *p, size_t bytes);
 };
 
 /* Optional lock hooks. lock returns a token that unlock gets back: a kernel can
@@ -118,6 +131,8 @@ struct keel_config {
 	unsigned flags;                   /* KEEL_HEAP_* */
 	size_t retain_bytes;              /* empty segments kept for reuse before they go back
 	                                     to the source; 0 selects KEEL_SEGMENT_SIZE */
+	size_t dirty_bytes; /* with a source that decommits: free pages the 32 MiB arenas
+	                       keep before they go back; 0 selects KEEL_DIRTY_BYTES */
 	/* Where a fault found outside a call that could return it goes (checked
 	 * mode's write after free, a corrupted free-list link): err is a KEEL_E*
 	 * code, p the block. May be NULL. Called with the heap lock held: it
@@ -178,7 +193,9 @@ KEEL_API void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
  * p == NULL: same as keel_malloc(size). size == 0 with p != NULL: p is freed and
  * NULL returned. In place when it can: a small block while size still maps to
  * its class or fills more than half of it; a medium block by shrinking or by
- * growing into a free neighbour; a large block while size fits and keeps more
+ * growing into a free neighbour (so a block of a 32 MiB arena, see
+ * keel_source.decommit, grows in place while the room after it is free); a
+ * large block while size fits and keeps more
  * than half of its pages in use (a smaller one moves, so the pages go back).
  * When it moves, the new block keeps the alignment p was allocated with. On
  * failure (exhaustion, or p not a live block of this heap) NULL is returned
@@ -197,9 +214,11 @@ KEEL_API void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t s
  * returns 0. Otherwise returns 0, or leaves the heap unchanged and returns
  * KEEL_ENOTOURS, KEEL_EINTERIOR, KEEL_EDOUBLE or KEEL_ECORRUPT.
  * O(1); calls the page source only when a segment becomes empty beyond the
- * retained amount, or when a large block does not fit the large-block cache
+ * retained amount, when a large block does not fit the large-block cache
  * (up to 16 freed large blocks and 64 MiB are kept for reuse, as free bytes,
- * until keel_trim). Thread-safe (a concurrent double free is still reported
+ * until keel_trim), or, with decommit, when the free pages of the 32 MiB
+ * arenas pass config.dirty_bytes (then up to 16 of the largest free blocks
+ * are looked at). Thread-safe (a concurrent double free is still reported
  * once). */
 KEEL_API int keel_free(struct keel_heap *heap, void *p);
 
@@ -273,9 +292,11 @@ KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_bl
 
 /* Give free memory back to the source: empty segments, including the retained
  * ones, cached large blocks, and empty runs (after the batches caches handed
- * the heap go back to their runs). Returns the number of bytes returned (0 if
- * none, or the heap is not initialised). O(segments + slots in batches) plus
- * the unmaps. Thread-safe. */
+ * the heap go back to their runs); with decommit, the pages of every free
+ * block of the 32 MiB arenas, and the arenas left empty. Returns the number of
+ * bytes returned, decommitted ones included (0 if none, or the heap is not
+ * initialised). O(segments + slots in batches + blocks of 32 MiB arenas) plus
+ * the calls to the source. Thread-safe. */
 KEEL_API size_t keel_trim(struct keel_heap *heap);
 
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.

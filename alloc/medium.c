@@ -133,11 +133,41 @@ struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 	return b;
 }
 
+/* The free pages of big arenas pass dirty_max: decommit the largest free
+ * blocks that hold pages. They are the last a good fit takes, so the pages
+ * least likely to be asked for soon. Looks at KL_COOL_LOOK blocks at most,
+ * from the highest list down. */
+#define KL_COOL_LOOK 16
+static void fit_cool(struct kl_heap *h)
+{
+	unsigned look = 0;
+	for (int fl = KL_FL_COUNT - 1; fl >= 0; fl--) {
+		if (!(h->fl_bitmap & (1u << fl)))
+			continue;
+		for (int sl = KL_SL_COUNT - 1; sl >= 0; sl--) {
+			for (struct kl_blk *b = h->heads[fl][sl]; b; b = b->next_free) {
+				if (h->big_committed <= h->big_used + h->dirty_max ||
+				    ++look > KL_COOL_LOOK)
+					return;
+				struct kl_seg *s = kl_seg_find(h, (uintptr_t)b).seg;
+				if (s && kl_seg_big(s))
+					kl_big_decommit(h, s, b);
+			}
+		}
+	}
+}
+
 /* Give the used block b of arena segment s back: coalesce with free
- * neighbours, list it, and tell segment.c if the whole arena is free. O(1). */
+ * neighbours, list it, and tell segment.c if the whole arena is free. In a
+ * big arena, when the free pages held pass dirty_max, the largest free
+ * blocks' pages go back through decommit: O(1), but for the calls to the
+ * source. */
 void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_blk *b)
 {
 	size_t size = kl_blk_size(b);
+	int big = kl_seg_big(s);
+	if (big)
+		h->big_used -= size;
 	h->medium_free_bytes += size;
 	if (b->head & KL_B_PREV_FREE) {
 		struct kl_blk *p = (struct kl_blk *)(void *)((char *)b - b->prev_size);
@@ -155,6 +185,8 @@ void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct k
 	kl_head_store(n, n->head | KL_B_PREV_FREE);
 	n->prev_size = size;
 	kl_fit_insert(h, b);
+	if (big && h->big_committed > h->big_used + h->dirty_max)
+		fit_cool(h);
 	if ((uintptr_t)b == s->arena && (uintptr_t)n == s->arena_end - KL_BLK_HDR)
 		kl_seg_now_empty(h, op, s);
 }
@@ -182,6 +214,8 @@ void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 	struct kl_where w = kl_seg_find(h, (uintptr_t)kl_user_of(b));
 	KL_ASSERT(w.seg != NULL);
 	kl_bit_set(w.seg, (uintptr_t)kl_user_of(b));
+	if (kl_seg_big(w.seg))
+		kl_big_take(h, w.seg, (uintptr_t)b, (uintptr_t)b + kl_blk_size(b));
 	kl_medium_set_ask(b, size, align);
 	return kl_user_of(b);
 }
@@ -261,6 +295,8 @@ int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uint
 	h->medium_free_bytes -= kl_blk_size(n);
 	b->head = (b->head & ~KL_B_SIZE_MASK) | (cur + kl_blk_size(n));
 	fit_split_tail(h, b, need);
+	if (kl_seg_big(s))
+		kl_big_take(h, s, (uintptr_t)b + cur, (uintptr_t)b + kl_blk_size(b));
 	kl_medium_set_ask(b, size, align);
 	return 0;
 }

@@ -48,13 +48,13 @@ static int reg_prepare(struct kl_heap *h, struct kl_op *op, uintptr_t p)
 	return reg_node_ensure(h, op, (void **)leaf);
 }
 
-/* Enter s over [base, base+bytes): the first entry names s, the rest are
- * continuations. Makes every node first, so a refusal changes nothing
- * (nodes made on the way stay for later and go back in keel_trim).
- * Making a node drops the lock, and a keel_trim meanwhile may take back a
- * node that indexes nothing yet: so check them all again, lock held. */
+/* Enter s over [base, base+bytes): the first entry names s, the rest name it
+ * with cont (KL_REG_CONT for a large block, 0 for an arena). Makes every node first, so a refusal
+ * changes nothing (nodes made on the way stay for later and go back in keel_trim). Making a node
+ * drops the lock, and a keel_trim meanwhile may take back a node that indexes nothing yet: so check
+ * them all again, lock held. */
 static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t base,
-                   size_t bytes)
+                   size_t bytes, uintptr_t cont)
 {
 	uintptr_t a;
 	do {
@@ -65,7 +65,7 @@ static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintpt
 			;
 	} while (a < base + bytes);
 	for (a = base; a < base + bytes; a += KL_SEG)
-		*reg_find_slot(h, a) = (uintptr_t)s | (a == base ? 0 : KL_REG_CONT);
+		*reg_find_slot(h, a) = (uintptr_t)s | (a == base ? 0 : cont);
 	return 0;
 }
 
@@ -106,7 +106,8 @@ static void seg_init_arena(struct kl_heap *h, struct kl_seg *s, size_t bytes, in
 	uintptr_t runs = kl_align_up(base + sizeof(struct kl_seg), 16);
 	uintptr_t bits = kl_align_up(runs + nchunks * sizeof(struct kl_run), 8);
 	size_t nbits = bytes >> KL_GRAN_SHIFT;
-	uintptr_t arena = kl_align_up(bits + kl_align_up(nbits, 64) / 8, KL_GRAN);
+	size_t commit = kind == KL_SEG_ARENA && bytes == KL_BIG ? KL_BIG / KL_PAGE / 8 : 0;
+	uintptr_t arena = kl_align_up(bits + kl_align_up(nbits, 64) / 8 + commit, KL_GRAN);
 	if (!zeroed)
 		kl_memset(s, 0, arena - base);
 	s->magic = KL_SEG_MAGIC ^ base;
@@ -200,13 +201,68 @@ static void *seg_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t a
 	return m;
 }
 
-/* Make room for another medium block: a parked empty arena if there is one,
- * else a new segment from the source. Returns 0 or -1. */
-int kl_seg_grow(struct kl_heap *h, struct kl_op *op)
+/* The commit bits of big arena s over the pages [from, to) touches: counted,
+ * or set or cleared (how = 0, 1, -1). Returns how many were set, or how many
+ * changed. */
+static size_t commit_bits(struct kl_seg *s, uintptr_t from, uintptr_t to, int how)
 {
-	struct kl_seg *s = h->parked;
+	uint64_t *m = kl_big_commit(s);
+	size_t i = (from - s->base) / KL_PAGE, end = (to - s->base + KL_PAGE - 1) / KL_PAGE;
+	size_t n = 0;
+	while (i < end) {
+		size_t lo = i & 63, len = end - i < 64 - lo ? end - i : 64 - lo;
+		uint64_t mask = (len == 64 ? ~(uint64_t)0 : ((uint64_t)1 << len) - 1) << lo;
+		uint64_t old = m[i >> 6];
+		if (how > 0)
+			m[i >> 6] = old | mask;
+		else if (how < 0)
+			m[i >> 6] = old & ~mask;
+		n += (size_t)kl_popcount((how > 0 ? ~old : old) & mask);
+		i += len;
+	}
+	return n;
+}
+
+static size_t commit_count(struct kl_seg *s, uintptr_t from, uintptr_t to)
+{
+	return to > from ? commit_bits(s, from, to, 0) : 0;
+}
+
+/* [from, to) of big arena s was just handed out (a block, or the bytes a
+ * block grew by, with the header after it): its pages count as committed. */
+void kl_big_take(struct kl_heap *h, struct kl_seg *s, uintptr_t from, uintptr_t to)
+{
+	h->big_used += to - from;
+	h->big_committed += KL_PAGE * commit_bits(s, from, to + KL_BLK_HDR, 1);
+}
+
+/* Decommit the pages inside the free block b of big arena s (past its links,
+ * before the next header) that hold memory. With the lock held: dropped,
+ * another thread could take b or coalesce with it. Returns the bytes given
+ * back (0 also when the source refuses: the pages stay as they were). */
+size_t kl_big_decommit(struct kl_heap *h, struct kl_seg *s, struct kl_blk *b)
+{
+	uintptr_t from = kl_align_up((uintptr_t)b + KL_MIN_BLOCK, KL_PAGE);
+	uintptr_t to = kl_align_down((uintptr_t)b + kl_blk_size(b), KL_PAGE);
+	if (!commit_count(s, from, to) ||
+	    h->source.decommit(h->source.ctx, (void *)from, to - from) != 0)
+		return 0;
+	size_t bytes = KL_PAGE * commit_bits(s, from, to, -1);
+	h->big_committed -= bytes;
+	return bytes;
+}
+
+/* Make room for a medium block of need bytes (header and alignment slack
+ * included): a parked empty arena that holds it, else a new one from the
+ * source, big for a need above KL_MEDIUM_MAX if the source can decommit.
+ * Returns 0 or -1. */
+int kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need)
+{
+	struct kl_seg *s, **pp = &h->parked;
+	while ((s = *pp) != NULL && s->arena_end - s->arena - KL_BLK_HDR < need)
+		pp = &s->park_next;
 	if (s) {
-		h->parked = s->park_next;
+		*pp = s->park_next;
 		s->park_next = NULL;
 		s->is_empty = 0;
 		h->empty_bytes -= s->bytes;
@@ -217,16 +273,17 @@ int kl_seg_grow(struct kl_heap *h, struct kl_op *op)
 	}
 	if (!h->has_source)
 		return -1;
-	void *m = seg_map(h, op, KL_SEG, KL_SEG);
+	size_t bytes = h->source.decommit && need > KL_MEDIUM_MAX ? KL_BIG : KL_SEG;
+	void *m = seg_map(h, op, bytes, KL_SEG);
 	if (!m)
 		return -1;
 	s = (struct kl_seg *)m;
-	if (reg_add(h, op, s, (uintptr_t)m, KL_SEG) != 0) {
-		h->source_bytes -= KL_SEG;
-		kl_op_unmap(h, op, m, KL_SEG);
+	if (reg_add(h, op, s, (uintptr_t)m, bytes, 0) != 0) {
+		h->source_bytes -= bytes;
+		kl_op_unmap(h, op, m, bytes);
 		return -1;
 	}
-	seg_init_arena(h, s, KL_SEG, KL_SEG_ARENA, h->source.zeroed);
+	seg_init_arena(h, s, bytes, KL_SEG_ARENA, h->source.zeroed);
 	return 0;
 }
 
@@ -235,6 +292,8 @@ void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 {
 	void *base = (void *)s->base;
 	size_t bytes = s->bytes;
+	if (kl_seg_big(s))
+		h->big_committed -= KL_PAGE * commit_count(s, s->base, s->base + bytes);
 	reg_remove(h, s->base, bytes, 0);
 	seg_unlink(h, s);
 	s->magic = 0;
@@ -243,16 +302,21 @@ void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 }
 
 /* The arena of s is one free block (S4): take it off the lists and keep the
- * segment for reuse while the retained bytes allow, else give it back.
- * Regions stay as they are. */
+ * segment for reuse while the retained bytes allow, else give it back. A big
+ * arena stays listed while it holds pages (they are within dirty_max), and
+ * goes back once they were decommitted. Regions stay as they are. */
 void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s)
 {
 	if (s->kind != KL_SEG_ARENA)
 		return;
 	struct kl_blk *b = (struct kl_blk *)s->arena;
+	int big = kl_seg_big(s);
+	if (big && commit_count(s, kl_align_up(s->arena + KL_MIN_BLOCK, KL_PAGE),
+	                        kl_align_down(s->arena_end - KL_BLK_HDR, KL_PAGE)))
+		return;
 	kl_fit_remove(h, b);
 	h->medium_free_bytes -= kl_blk_size(b);
-	if (h->empty_bytes + s->bytes <= h->retain_bytes) {
+	if (!big && h->empty_bytes + s->bytes <= h->retain_bytes) {
 		s->is_empty = 1;
 		s->park_next = h->parked;
 		h->parked = s;
@@ -324,7 +388,7 @@ static void *large_alloc_checked(struct kl_heap *h, struct kl_op *op, size_t siz
 	large_init(h, s, base, bytes);
 	s->user = align <= KL_PAGE ? kl_align_down(tail - body, align) : base + lead;
 	s->usable = size;
-	if (reg_add(h, op, s, base, bytes) != 0) {
+	if (reg_add(h, op, s, base, bytes, KL_REG_CONT) != 0) {
 		h->source_bytes -= bytes;
 		s->magic = 0;
 		kl_op_unmap(h, op, m, bytes);
@@ -363,7 +427,7 @@ void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t al
 		large_init(h, s, (uintptr_t)m, bytes);
 		s->user = (uintptr_t)m;
 		s->usable = bytes - KL_LARGE_HDR;
-		if (reg_add(h, op, s, (uintptr_t)m, bytes) != 0) {
+		if (reg_add(h, op, s, (uintptr_t)m, bytes, KL_REG_CONT) != 0) {
 			h->source_bytes -= bytes;
 			s->magic = 0;
 			kl_op_unmap(h, op, m, bytes);
@@ -439,13 +503,36 @@ static int reg_leaf_live(const uintptr_t *leaf)
 	return 0;
 }
 
-/* Give back parked arenas and cached large blocks, then registry nodes
- * that name no live segment. */
-void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
+/* Decommit the pages of every free block of the big arenas, and give back
+ * the arenas left with none. Returns the bytes decommitted. O(blocks in big
+ * arenas) plus the calls to the source. */
+static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op)
+{
+	size_t bytes = 0;
+	for (struct kl_seg *s = h->segs, *next; s; s = next) {
+		next = s->next;
+		if (!kl_seg_big(s))
+			continue;
+		uintptr_t sentinel = s->arena_end - KL_BLK_HDR;
+		for (uintptr_t a = s->arena; a < sentinel; a += kl_blk_size((struct kl_blk *)a))
+			if (((struct kl_blk *)a)->head & KL_B_FREE)
+				bytes += kl_big_decommit(h, s, (struct kl_blk *)a);
+		struct kl_blk *b = (struct kl_blk *)s->arena;
+		if ((b->head & KL_B_FREE) && (uintptr_t)b + kl_blk_size(b) == sentinel)
+			kl_seg_now_empty(h, op, s);
+	}
+	return bytes;
+}
+
+/* Give back parked arenas and cached large blocks, then the pages of free
+ * blocks in big arenas, then registry nodes that name no live segment.
+ * Returns the bytes decommitted (the rest is off source_bytes). */
+size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 {
 	seg_drop_kept(h, op);
+	size_t decommitted = h->source.decommit ? seg_decommit_free(h, op) : 0;
 	if (h->has_caches)
-		return; /* keel_cache_free reads the registry without the lock */
+		return decommitted; /* keel_cache_free reads the registry without the lock */
 	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
 		uintptr_t **mid = h->reg_root[r];
 		if (!mid)
@@ -471,6 +558,7 @@ void kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 			h->source_bytes -= KL_REG_NODE_BYTES;
 		}
 	}
+	return decommitted;
 }
 
 /* Unmap every segment and registry node; the heap is dead afterwards.

@@ -77,6 +77,8 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 		uintptr_t u = (uintptr_t)kl_user_of(b);
 		struct kl_seg *s = kl_seg_find(h, u).seg;
 		KL_ASSERT(s && (u & (KL_RUN - 1)) == 0);
+		if (kl_seg_big(s))
+			kl_big_take(h, s, (uintptr_t)b, (uintptr_t)b + KL_RUN);
 		r = kl_run_of(s, u);
 		r->seg = s;
 	}

@@ -75,10 +75,19 @@ static int linux_protect(void *ctx, void *p, size_t bytes, int prot)
 	return (int)sys_call3(SYS_mprotect, (long)(uintptr_t)p, (long)bytes, linux_prot);
 }
 
+/* The pages' memory goes back to the kernel and the range stays mapped: the
+ * next touch faults in a zeroed page. 0 or -errno. */
+static int linux_decommit(void *ctx, void *p, size_t bytes)
+{
+	(void)ctx;
+	return (int)sys_call3(SYS_madvise, (long)(uintptr_t)p, (long)bytes, MADV_DONTNEED);
+}
+
 const struct keel_source keel_linux_source = {
 	.map = linux_map,
 	.unmap = linux_unmap,
 	.protect = linux_protect,
 	.ctx = 0,
 	.zeroed = 1,
+	.decommit = linux_decommit,
 };

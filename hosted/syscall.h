@@ -6,18 +6,19 @@
 #define KEEL_HOSTED_SYSCALL_H
 
 /* System call numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
-#define SYS_read       0
-#define SYS_write      1
-#define SYS_open       2
-#define SYS_close      3
-#define SYS_mmap       9
-#define SYS_mprotect   10
-#define SYS_munmap     11
+#define SYS_read        0
+#define SYS_write       1
+#define SYS_open        2
+#define SYS_close       3
+#define SYS_mmap        9
+#define SYS_mprotect    10
+#define SYS_munmap      11
 #define SYS_sched_yield 24
-#define SYS_getpid     39
-#define SYS_exit       60
-#define SYS_kill       62
-#define SYS_exit_group 231
+#define SYS_madvise     28
+#define SYS_getpid      39
+#define SYS_exit        60
+#define SYS_kill        62
+#define SYS_exit_group  231
 
 /* mmap/mprotect arguments (asm-generic/mman-common.h, asm/mman.h). Files that
  * include this header use no libc headers, so the usual names are free. */
@@ -27,6 +28,7 @@
 #define MAP_PRIVATE   0x02
 #define MAP_ANONYMOUS 0x20
 #define MAP_NORESERVE 0x4000
+#define MADV_DONTNEED 4
 
 /* errno values keel's hosted code looks at. */
 #define KEEL_LINUX_ENOMEM 12

@@ -292,9 +292,9 @@ static void segments(struct keel_heap *heap)
 	        "segments set up: arena, large, cached large, region");
 
 	size_t k = kl_reg_key(s->base);
-	uintptr_t *slot = &h->reg_root[k >> (2 * KL_REG_NODE_BITS)][(k >> KL_REG_NODE_BITS) &
-	                                                            (KL_REG_NODE - 1)]
-	                              [k & (KL_REG_NODE - 1)];
+	uintptr_t *slot =
+	        &h->reg_root[k >> (2 * KL_REG_NODE_BITS)]
+	                    [(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)][k & (KL_REG_NODE - 1)];
 	SET(*slot, *slot | KL_REG_CONT);
 	EXPECT(heap, "S2 registry names the segment over its range");
 	SET(h->nsegs, h->nsegs - 1);
@@ -336,6 +336,27 @@ static void segments(struct keel_heap *heap)
 	EXPECT(heap, "Q1 the quarantine holds what it counts");
 	keel_free(heap, m);
 	keel_free(heap, big);
+}
+
+/* B6: a big arena's commit map and its counts (a source that decommits). */
+static void big(struct keel_heap *heap)
+{
+	struct kl_heap *h = kl_heap_of(heap);
+	char *p = keel_malloc(heap, 2 * KL_SEG), *q = keel_malloc(heap, 3 * KL_SEG);
+	struct kl_seg *s = seg_of(h, p);
+	require(s && kl_seg_big(s) && seg_of(h, q) == s && keel_check(heap, NULL) == 0,
+	        "two blocks in one big arena");
+	uint64_t *m = kl_big_commit(s);
+	size_t i = ((uintptr_t)p + KL_SEG - s->base) / KL_PAGE;
+	SET(m[i >> 6], m[i >> 6] & ~((uint64_t)1 << (i & 63)));
+	EXPECT(heap, "B6 a used block's pages are committed");
+	SET(h->big_used, h->big_used + KL_PAGE);
+	EXPECT(heap, "B6 big arenas' used and committed bytes add up");
+	keel_free(heap, p);
+	i = ((uintptr_t)p + KL_SEG - s->base) / KL_PAGE; /* now free: its bit may go */
+	SET(m[i >> 6], m[i >> 6] ^ ((uint64_t)1 << (i & 63)));
+	EXPECT(heap, "B6 big arenas' used and committed bytes add up");
+	keel_free(heap, q);
 }
 
 /* A heap whose one arena is left off the segment list, so that what the
@@ -409,14 +430,20 @@ int main(void)
 	struct keel_config cfg;
 	struct keel_source noprot = keel_linux_source;
 	noprot.protect = NULL; /* checked large blocks then get poison, not guards */
+	struct keel_source nobig = keel_linux_source;
+	nobig.decommit = NULL; /* blocks past 256 KiB then get mappings of their own */
 
-	open_heap(&heap, &cfg, &keel_linux_source, 0);
+	open_heap(&heap, &cfg, &nobig, 0);
 	runs(&heap);
 	arena(&heap);
 	segments(&heap);
 	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
 
 	open_heap(&heap, &cfg, &keel_linux_source, 0);
+	big(&heap);
+	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
+
+	open_heap(&heap, &cfg, &nobig, 0);
 	unlisted(&heap);
 	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
 

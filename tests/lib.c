@@ -291,6 +291,27 @@ static int ts_protect(void *ctx, void *p, size_t bytes, int prot)
 	return ts->base->protect(ts->base->ctx, p, bytes, prot);
 }
 
+static int ts_decommit(void *ctx, void *p, size_t bytes)
+{
+	struct t_source *ts = ctx;
+	uintptr_t a = (uintptr_t)p;
+	size_t slot = 0;
+	while (slot < T_SRC_MAX_MAPS &&
+	       !(ts->live[slot].p && a >= (uintptr_t)ts->live[slot].p &&
+	         a + bytes <= (uintptr_t)ts->live[slot].p + ts->live[slot].bytes))
+		slot++;
+	if (slot == T_SRC_MAX_MAPS || bytes == 0 || ((a | bytes) & (KEEL_PAGE_SIZE - 1))) {
+		ts->bad_decommits++;
+		t_diag("counting source: decommit(%p, %zu) is no page range of a mapping", p,
+		       bytes);
+		return -22;
+	}
+	t_memset(p, T_JUNK, bytes);
+	ts->decommits++;
+	ts->decommit_bytes += bytes;
+	return 0;
+}
+
 void t_source_init(struct t_source *ts, const struct keel_source *base)
 {
 	ts->src.map = ts_map;
@@ -298,7 +319,10 @@ void t_source_init(struct t_source *ts, const struct keel_source *base)
 	ts->src.protect = ts_protect;
 	ts->src.ctx = ts;
 	ts->src.zeroed = base->zeroed;
+	ts->src.decommit = NULL;
 	ts->base = base;
+	ts->decommits = ts->decommit_bytes = 0;
+	ts->bad_decommits = 0;
 	ts->live_maps = ts->live_bytes = ts->peak_bytes = 0;
 	ts->maps = ts->unmaps = ts->protects = 0;
 	ts->map_calls = ts->failed_maps = 0;
@@ -363,8 +387,9 @@ static void aux_report(void *ctx, int err, const void *p)
 	a->nreports++;
 }
 
-struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
-                         unsigned flags, size_t retain_bytes)
+static struct t_aux *aux_open(struct t *t, const struct keel_source *base,
+                              const struct keel_lock *lock, unsigned flags, size_t retain_bytes,
+                              size_t dirty_bytes)
 {
 	for (int i = 0; i < T_AUX_MAX; i++) {
 		struct t_aux *a = &aux_heaps[i];
@@ -380,6 +405,9 @@ struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const stru
 		a->config.lock = lock;
 		a->config.flags = flags;
 		a->config.retain_bytes = retain_bytes;
+		a->config.dirty_bytes = dirty_bytes;
+		if (dirty_bytes)
+			a->src.src.decommit = ts_decommit;
 		a->config.report = aux_report;
 		a->config.report_ctx = a;
 		a->nreports = 0;
@@ -394,6 +422,17 @@ struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const stru
 	}
 	t_fail(t, __FILE__, __LINE__, "a free aux heap slot");
 	return NULL;
+}
+
+struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
+                         unsigned flags, size_t retain_bytes)
+{
+	return aux_open(t, base, lock, flags, retain_bytes, 0);
+}
+
+struct t_aux *t_aux_open_big(struct t *t, size_t dirty_bytes)
+{
+	return aux_open(t, t_env_source(), NULL, 0, 0, dirty_bytes);
 }
 
 int t_aux_close(struct t *t, struct t_aux *a)
@@ -415,9 +454,12 @@ int t_aux_close(struct t *t, struct t_aux *a)
 		t_fail(t, __FILE__, __LINE__, "keel_heap_destroy(aux) == 0");
 		ok = 0;
 	}
-	if (a->src.live_bytes != 0 || a->src.live_maps != 0 || a->src.bad_unmaps != 0) {
-		t_diag("  aux source after destroy: live_bytes %zu live_maps %zu bad_unmaps %d",
-		       a->src.live_bytes, a->src.live_maps, a->src.bad_unmaps);
+	if (a->src.live_bytes != 0 || a->src.live_maps != 0 || a->src.bad_unmaps != 0 ||
+	    a->src.bad_decommits != 0) {
+		t_diag("  aux source after destroy: live_bytes %zu live_maps %zu bad_unmaps %d "
+		       "bad_decommits %d",
+		       a->src.live_bytes, a->src.live_maps, a->src.bad_unmaps,
+		       a->src.bad_decommits);
 		t_fail(t, __FILE__, __LINE__, "aux source returned to zero");
 		ok = 0;
 	}

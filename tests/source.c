@@ -381,13 +381,171 @@ static void source_every_unmap_matches(struct t *t)
 	T_CHECK(t, t->src->maps == t->src->unmaps);
 }
 
+/* ---- big arenas: a source that decommits ---------------------------------- */
+
+#define T_MIB     ((size_t)1 << 20)
+#define T_BIG_SEG (32 * T_MIB) /* a big arena */
+
+/* Whether this environment has room for a 32 MiB arena (a kernel booted with
+ * 32 MiB has not). Where it has not, checks what keel does then: a big block
+ * gets a mapping of its own, as without decommit, and returns 0. */
+static int big_room(struct t *t)
+{
+	const struct keel_source *env = t_env_source();
+	void *m = env->map(env->ctx, T_BIG_SEG, KEEL_SEGMENT_SIZE);
+	if (m) {
+		T_CHECK(t, env->unmap(env->ctx, m, T_BIG_SEG) == 0);
+		return 1;
+	}
+	t_diag("  no room for a 32 MiB arena here: big blocks take mappings of their own");
+	struct t_aux *a = t_aux_open_big(t, 64 * T_MIB);
+	if (!a)
+		return 0;
+	unsigned char *p = keel_malloc(&a->heap, 2 * T_MIB);
+	struct keel_stats st;
+	T_CHECK(t, p != NULL && keel_stats(&a->heap, &st) == 0 && st.large_blocks == 1);
+	if (p) {
+		t_fill(p, 2 * T_MIB, 30);
+		T_CHECK(t, t_verify(p, 2 * T_MIB, 30));
+		T_CHECK(t, keel_free(&a->heap, p) == 0);
+	}
+	t_aux_close(t, a);
+	return 0;
+}
+
+/* Blocks of 256 KiB to 8 MiB share one 32 MiB arena, none a mapping of its
+ * own; freed neighbours coalesce and the hole serves a bigger request, and a
+ * block grows in place into a freed neighbour. */
+static void big_blocks_share_an_arena(struct t *t)
+{
+	if (!big_room(t))
+		return;
+	struct t_aux *a = t_aux_open_big(t, 64 * T_MIB);
+	T_REQUIRE(t, a != NULL);
+	struct keel_heap *h = &a->heap;
+	static const size_t size[4] = { T_MIB, T_MIB + 4096, T_MIB - 100, 300 << 10 };
+	unsigned char *p[4];
+	for (unsigned i = 0; i < 4; i++) {
+		p[i] = keel_malloc(h, size[i]);
+		T_REQUIRE(t, p[i] != NULL);
+		t_fill(p[i], size[i], 40 + i);
+		T_CHECK(t, keel_usable_size(h, p[i]) >= size[i]);
+	}
+	T_CHECK(t, t_segment_bytes(&a->src) == T_BIG_SEG);
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(h, &st) == 0);
+	T_CHECK(t, st.large_blocks == 0 && st.segments == 1);
+	/* carved in turn from the front of the arena: neighbours */
+	T_CHECK(t, p[0] < p[1] && p[1] < p[2] && p[2] < p[3] && p[3] - p[0] < (long)(4 * T_MIB));
+	T_CHECK(t, keel_free(h, p[0]) == 0 && keel_free(h, p[1]) == 0);
+	T_CHECK(t, keel_free(h, p[0]) == KEEL_EDOUBLE);
+	T_CHECK(t, keel_free(h, p[1] + 16) != 0);
+	/* the merged hole, not the arena's rest: a good fit takes the lowest
+	 * list whose every block holds the request */
+	unsigned char *q = keel_malloc(h, 3 * T_MIB / 2);
+	T_CHECK(t, q == p[0]);
+	T_REQUIRE(t, q != NULL);
+	t_fill(q, 3 * T_MIB / 2, 50);
+	/* p[2] grows into p[3]'s room once p[3] is freed */
+	T_CHECK(t, keel_free(h, p[3]) == 0);
+	unsigned char *r = keel_realloc(h, p[2], 3 * T_MIB);
+	T_CHECK(t, r == p[2]);
+	T_REQUIRE(t, r != NULL);
+	T_CHECK(t, t_verify(r, size[2], 42) && t_verify(q, 3 * T_MIB / 2, 50));
+	T_CHECK(t, t_segment_bytes(&a->src) == T_BIG_SEG);
+	T_CHECK_HEAP(t, h);
+	T_CHECK(t, keel_free(h, q) == 0 && keel_free(h, r) == 0);
+	T_CHECK(t, a->src.decommits == 0); /* 64 MiB of free pages may stay */
+	t_aux_close(t, a);
+}
+
+/* Past config.dirty_bytes of free pages, freed big blocks' pages go back
+ * through decommit (the counting source then fills them with junk); the
+ * blocks stay free and usable. keel_trim decommits the rest and gives the
+ * arena back once it holds no block. */
+static void big_pages_decommitted(struct t *t)
+{
+	if (!big_room(t))
+		return;
+	struct t_aux *a = t_aux_open_big(t, T_MIB);
+	T_REQUIRE(t, a != NULL);
+	struct keel_heap *h = &a->heap;
+	unsigned char *p[6];
+	for (unsigned i = 0; i < 6; i++) {
+		p[i] = keel_malloc(h, 2 * T_MIB);
+		T_REQUIRE(t, p[i] != NULL);
+		t_fill(p[i], 2 * T_MIB, 60 + i);
+	}
+	T_CHECK(t, a->src.decommits == 0);
+	T_CHECK(t, keel_free(h, p[1]) == 0); /* 2 MiB free: over the 1 MiB allowed */
+	T_CHECK(t, a->src.decommits == 1 && a->src.decommit_bytes > T_MIB);
+	T_CHECK(t, keel_free(h, p[3]) == 0);
+	T_CHECK(t, a->src.decommits == 2);
+	T_CHECK_HEAP(t, h);
+	/* the decommitted room is handed out again */
+	unsigned char *q = keel_malloc(h, 7 * T_MIB / 4);
+	T_REQUIRE(t, q != NULL);
+	T_CHECK(t, q == p[1] || q == p[3]);
+	t_fill(q, 7 * T_MIB / 4, 70);
+	for (unsigned i = 0; i < 6; i++)
+		if (i != 1 && i != 3)
+			T_CHECK(t, t_verify(p[i], 2 * T_MIB, 60 + i));
+	T_CHECK(t, t_verify(q, 7 * T_MIB / 4, 70));
+	T_CHECK(t, keel_free(h, q) == 0);
+	for (unsigned i = 0; i < 6; i++)
+		if (i != 1 && i != 3)
+			T_CHECK(t, keel_free(h, p[i]) == 0);
+	T_CHECK_HEAP(t, h);
+	/* everything free: the arena went back as its last pages were decommitted */
+	T_CHECK(t, t_segment_bytes(&a->src) == 0);
+	t_aux_close(t, a);
+}
+
+/* With the free pages under the limit, keel_trim is what gives them back:
+ * it reports the bytes decommitted and returns the empty arena. */
+static void big_trim_decommits(struct t *t)
+{
+	if (!big_room(t))
+		return;
+	struct t_aux *a = t_aux_open_big(t, 64 * T_MIB);
+	T_REQUIRE(t, a != NULL);
+	struct keel_heap *h = &a->heap;
+	unsigned char *p = keel_malloc(h, 4 * T_MIB), *q = keel_malloc(h, 4 * T_MIB);
+	T_REQUIRE(t, p != NULL && q != NULL);
+	t_fill(p, 4 * T_MIB, 80);
+	t_fill(q, 4 * T_MIB, 81);
+	T_CHECK(t, keel_free(h, p) == 0);
+	T_CHECK(t, a->src.decommits == 0);
+	size_t given = keel_trim(h);
+	T_CHECK(t, given >= 4 * T_MIB - 8192 && given <= 4 * T_MIB + 8192);
+	T_CHECK(t, a->src.decommit_bytes >= 4 * T_MIB - 8192);
+	T_CHECK(t, t_verify(q, 4 * T_MIB, 81));
+	T_CHECK(t, t_segment_bytes(&a->src) == T_BIG_SEG);
+	T_CHECK(t, keel_free(h, q) == 0);
+	T_CHECK(t, t_segment_bytes(&a->src) == T_BIG_SEG); /* its pages are within the limit */
+	T_CHECK(t, keel_trim(h) >= 4 * T_MIB);
+	T_CHECK(t, t_segment_bytes(&a->src) == 0);
+	t_aux_close(t, a);
+}
+
 const struct t_case source_cases[] = {
-	T_CASE(source_fail_small),         T_CASE(source_fail_mixed),
-	T_CASE(source_fail_realloc),       T_CASE(source_fail_aligned),
-	T_CASE(source_refuses_everything), T_CASE(source_counts_match),
-	T_CASE(source_large_own_mapping),  T_CASE(source_every_unmap_matches),
-	T_CASE(trim_returns_everything),   T_CASE(trim_keeps_live),
-	T_CASE(trim_fresh_heap),           T_CASE(retain_bounded),
-	T_CASE(destroy_with_live_blocks),  T_CASE(destroy_reports_unmap_error),
-	T_CASE(heap_reinit_after_destroy), { 0 },
+	T_CASE(source_fail_small),
+	T_CASE(source_fail_mixed),
+	T_CASE(source_fail_realloc),
+	T_CASE(source_fail_aligned),
+	T_CASE(source_refuses_everything),
+	T_CASE(source_counts_match),
+	T_CASE(source_large_own_mapping),
+	T_CASE(source_every_unmap_matches),
+	T_CASE(trim_returns_everything),
+	T_CASE(trim_keeps_live),
+	T_CASE(trim_fresh_heap),
+	T_CASE(retain_bounded),
+	T_CASE(destroy_with_live_blocks),
+	T_CASE(destroy_reports_unmap_error),
+	T_CASE(heap_reinit_after_destroy),
+	T_CASE(big_blocks_share_an_arena),
+	T_CASE(big_pages_decommitted),
+	T_CASE(big_trim_decommits),
+	{ 0 },
 };

@@ -26,6 +26,10 @@ struct t_source {
 	size_t failed_maps; /* maps refused (fail_at, base failure or a full table) */
 	int unmap_error;    /* nonzero: unmaps still happen but report this code */
 	int quiet;          /* no diag line for a bad unmap (made on purpose) */
+	/* decommit, offered by t_aux_open_big only: the range must lie in a live
+	 * mapping; it is filled with junk (keel may assume nothing of it) */
+	size_t decommits, decommit_bytes;
+	int bad_decommits;
 	struct {
 		void *p;
 		size_t bytes;
@@ -68,6 +72,10 @@ struct t_aux {
  * config.report is a recorder filling nreports/reports. */
 struct t_aux *t_aux_open(struct t *t, const struct keel_source *base, const struct keel_lock *lock,
                          unsigned flags, size_t retain_bytes);
+/* An aux heap over the environment's source whose counting source also
+ * decommits, so blocks of 256 KiB to 8 MiB come from 32 MiB arenas, with
+ * config.dirty_bytes = dirty_bytes. */
+struct t_aux *t_aux_open_big(struct t *t, size_t dirty_bytes);
 /* No report left (a case takes the reports it expects by setting nreports
  * back to 0), keel_check, keel_heap_destroy, then the source's live
  * maps/bytes and bad unmaps must be zero. Returns 1 if all held (each miss
