@@ -351,6 +351,10 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		goto fail;
 	if (align < KL_GRAN)
 		align = KL_GRAN;
+	/* a medium block records the alignment asked, which a realloc keeps; the
+	 * natural one goes with the size (a 2 KiB block grown to 1 MiB by
+	 * realloc would otherwise keep asking for 2 KiB alignment) */
+	size_t asked = align;
 	if (size > KL_SMALL_MAX || h->checked) /* kl_natural_align; a slot is by placement */
 		align = kl_natural_align(size, align);
 	size_t extra = h->checked ? KL_CANARY_BYTES : 0;
@@ -402,8 +406,8 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		goto fail;
 medium:;
 	struct kl_blk *b = kl_blk_of(p);
+	kl_medium_set_ask(b, size, asked);
 	if (h->checked) {
-		kl_medium_set_ask(b, size, align);
 		kl_chk_canary_set(h, (uintptr_t)p, size);
 		kl_count_alloc(h, size, size);
 	} else {

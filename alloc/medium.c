@@ -50,9 +50,19 @@ void kl_fit_remove(struct kl_heap *h, struct kl_blk *b)
 	}
 }
 
-/* The head of the first list whose every block holds size bytes. */
+/* The head of the first list whose every block holds size bytes; but first
+ * the head of size's own list if it holds size: sizes past KL_MEDIUM_MAX
+ * are not rounded to their list's lower bound, and a block freed by one
+ * request is then still found by the next of the same size. */
 static struct kl_blk *fit_find(struct kl_heap *h, size_t size)
 {
+	if (size > KL_MEDIUM_MAX && size <= KL_ARENA_MAX) {
+		unsigned fl, sl;
+		kl_fit_mapping(size, &fl, &sl);
+		struct kl_blk *b = h->heads[fl][sl];
+		if (b && kl_blk_size(b) >= size)
+			return b;
+	}
 	if (size >= ((size_t)1 << KL_FL_SHIFT))
 		size += ((size_t)1 << (kl_fls(size) - KL_SL_SHIFT)) - 1;
 	if (size > KL_ARENA_MAX)

@@ -359,6 +359,25 @@ static void big(struct keel_heap *heap)
 	keel_free(heap, q);
 }
 
+/* A medium block records the alignment asked, not the one its size gave it:
+ * a 2 KiB block (2 KiB-aligned, as a power of two up to a page) grown by
+ * realloc asks for no more than 16 when it moves. */
+static void asked_alignment(struct keel_heap *heap)
+{
+	char *p = keel_malloc(heap, 2048), *guard = keel_malloc(heap, 2048);
+	require(p && !((uintptr_t)p & 2047) && kl_blk_align(kl_blk_of(p)) == KL_GRAN,
+	        "a 2 KiB block is 2 KiB-aligned and records 16");
+	char *q = keel_realloc(heap, p, 100000);
+	require(q && q != p && kl_blk_align(kl_blk_of(q)) == KL_GRAN,
+	        "moved by realloc it still asks for 16");
+	keel_free(heap, q);
+	keel_free(heap, guard);
+	p = keel_aligned_alloc(heap, 4096, 5000);
+	q = keel_realloc(heap, p, 300000);
+	require(q && !((uintptr_t)q & 4095), "an alignment asked is kept by realloc");
+	keel_free(heap, q);
+}
+
 /* A heap whose one arena is left off the segment list, so that what the
  * lists hold is more than the walk found. */
 static void unlisted(struct keel_heap *heap)
@@ -441,6 +460,7 @@ int main(void)
 
 	open_heap(&heap, &cfg, &keel_linux_source, 0);
 	big(&heap);
+	asked_alignment(&heap);
 	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
 
 	open_heap(&heap, &cfg, &nobig, 0);

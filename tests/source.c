@@ -510,6 +510,14 @@ static void big_trim_decommits(struct t *t)
 	struct t_aux *a = t_aux_open_big(t, 64 * T_MIB);
 	T_REQUIRE(t, a != NULL);
 	struct keel_heap *h = &a->heap;
+	/* a freed block between live ones serves the next request of its size,
+	 * not the free rest of the arena */
+	unsigned char *u = keel_malloc(h, 5 * T_MIB / 4 + 100), *v = keel_malloc(h, 300 << 10);
+	T_REQUIRE(t, u != NULL && v != NULL);
+	T_CHECK(t, keel_free(h, u) == 0);
+	unsigned char *w = keel_malloc(h, 5 * T_MIB / 4 + 100);
+	T_CHECK(t, w == u);
+	T_CHECK(t, keel_free(h, w) == 0 && keel_free(h, v) == 0);
 	unsigned char *p = keel_malloc(h, 4 * T_MIB), *q = keel_malloc(h, 4 * T_MIB);
 	T_REQUIRE(t, p != NULL && q != NULL);
 	t_fill(p, 4 * T_MIB, 80);
