@@ -6,22 +6,22 @@
  * environment decides who owns it. */
 #include "internal.h"
 
-/* A class's stack starts at 16 KiB of slots (16 to 128 of them) and doubles
- * each time it has to go to the heap, up to 64 KiB (64 to 512 slots): an
+/* A class's stack starts at 16 KiB of slots (4 to 128 of them) and doubles
+ * each time it has to go to the heap, up to 64 KiB (16 to 512 slots): an
  * idle class holds little, and a busy one seldom reaches the heap where it
  * frees and allocates in turn (it must wander from half full to empty, or
- * back up KL_DRAIN from full). A cache's stacks stay under 1.3 MiB, and its
+ * back up KL_DRAIN from full). A cache's stacks stay under 1.8 MiB, and its
  * medium bins under KL_CACHE_MED_BYTES, whatever it frees. */
 static uint32_t bin_start(size_t size)
 {
 	size_t n = 16384 / size;
-	return (uint32_t)(n < 16 ? 16 : n > 128 ? 128 : n);
+	return (uint32_t)(n > 128 ? 128 : n);
 }
 
 static void bin_grow(struct kl_bin *b, size_t size)
 {
 	size_t n = 65536 / size;
-	uint32_t cap = (uint32_t)(n < 64 ? 64 : n > 512 ? 512 : n);
+	uint32_t cap = (uint32_t)(n > 512 ? 512 : n);
 	b->max = b->max * 2 < cap ? b->max * 2 : cap;
 }
 
@@ -294,6 +294,16 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 	return p;
 }
 
+/* An empty bin of class cls (or a broken one, reported and dropped): refill
+ * it from the heap and return a slot for size bytes aligned to align. */
+static void *cache_class_slow(struct kl_cache *c, unsigned cls, size_t size, size_t align)
+{
+	struct kl_bin *b = &c->bins[cls];
+	if (b->head)
+		cache_bin_broken(c, b);
+	return cache_refill(c, cls, size, align);
+}
+
 /* Everything keel_cache_malloc's few instructions leave: an empty or
  * broken bin, a request above the small sizes, checked mode (whose caches
  * stay empty: its frees all go through keel_free). */
@@ -301,6 +311,9 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
                                                                size_t align)
 {
 	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
+	if (size > KL_SMALL_MAX && size <= KL_SLOT_MAX && !c->heap->checked &&
+	    kl_natural_align(size, align) > KL_GRAN) /* 2 or 4 KiB: a slot of its size */
+		return keel_cache_aligned_alloc((struct keel_cache *)(void *)c, size, size);
 	if (size > KL_SMALL_MAX || c->heap->checked) {
 		void *p = size > KL_SMALL_MAX ? mbin_pop(c, size, kl_natural_align(size, align))
 		                              : NULL;
@@ -309,11 +322,7 @@ __attribute__((noinline, cold)) static void *cache_malloc_slow(struct kl_cache *
 		return align > KL_GRAN ? keel_aligned_alloc(heap, align, size)
 		                       : keel_malloc(heap, size);
 	}
-	unsigned cls = c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT];
-	struct kl_bin *b = &c->bins[cls];
-	if (b->head)
-		cache_bin_broken(c, b);
-	return cache_refill(c, cls, size, align);
+	return cache_class_slow(c, c->class_of[(size + KL_GRAN - 1) >> KL_GRAN_SHIFT], size, align);
 }
 
 /* The top slot of the bin serving size (at most KL_SMALL_MAX), or NULL. */
@@ -332,10 +341,11 @@ void *keel_cache_malloc(struct keel_cache *cache, size_t size)
 }
 
 /* Every class above 128 bytes is a multiple of 32, above 256 of 64, above
- * 512 of 128, and every power of two is a class: so a size rounded up to a
- * multiple of a power-of-two align (to 1 KiB) is served by a class whose
- * size is a multiple of align, and since slot i of a run sits at the run's
- * 16 KiB-aligned start plus i * size, each of its slots is aligned. */
+ * 512 of 128, above 1 KiB of 256, and every power of two is a class: so a
+ * size rounded up to a multiple of a power-of-two align (to 4 KiB) is served
+ * by a class whose size is a multiple of align, and since slot i of a run
+ * sits at the run's 16 KiB-aligned start plus i * size, each of its slots is
+ * aligned. */
 void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t size)
 {
 	struct kl_cache *c = cache_of(cache);
@@ -343,18 +353,19 @@ void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t si
 		return NULL; /* as keel_aligned_alloc */
 	if (align <= KL_GRAN)
 		return keel_cache_malloc(cache, size);
-	if (align > KL_SMALL_MAX || size > KL_SMALL_MAX) {
-		/* a kept medium block whose address suits (the smallest serve any
-		 * size to 1 KiB), else the heap with the size asked */
+	if (align > KL_SLOT_MAX || size > KL_SLOT_MAX) {
+		/* a kept medium block whose address suits, else the heap with the
+		 * size asked */
 		void *p = mbin_pop(c, size > KL_SMALL_MAX ? size : KL_SMALL_MAX + 1, align);
 		return p ? p : keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
 	}
 	if (c->heap->checked) /* its caches keep nothing; and the size asked is exact */
 		return keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
 	size_t n = kl_align_up(size ? size : 1, align);
-	KL_ASSERT((c->heap->cls[c->class_of[n >> KL_GRAN_SHIFT]].size & (align - 1)) == 0);
-	void *p = cache_pop(c, n);
-	return p ? p : cache_malloc_slow(c, n, align);
+	unsigned cls = n <= KL_SMALL_MAX ? c->class_of[n >> KL_GRAN_SHIFT] : kl_small_class(n);
+	KL_ASSERT((c->heap->cls[cls].size & (align - 1)) == 0);
+	void *p = bin_pop(c, &c->bins[cls]);
+	return p ? p : cache_class_slow(c, cls, n, align);
 }
 
 /* Give up to n slots of the list at *list (linked as in a bin, the secret

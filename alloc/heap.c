@@ -365,18 +365,18 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		h->guard_count = h->config.guard_every;
 		goto large;
 	}
-	int c = small_need <= KL_SMALL_MAX && align <= KL_SMALL_MAX
+	int c = small_need <= (align > KL_GRAN ? KL_SLOT_MAX : KL_SMALL_MAX)
 	                ? kl_small_class_aligned(h, small_need, align)
 	                : -1;
 	if (c >= 0) {
 		/* A slot from a run; failing that a medium block from free memory
 		 * already held (a small region has no room for a whole run); only
 		 * then a run from a new segment. */
-		p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 0);
+		p = kl_small_alloc(h, op, (unsigned)c, asked > KL_GRAN, 0);
 		if (!p && (p = kl_medium_alloc(h, op, size + extra, kl_natural_align(size, align),
 		                               0)) != NULL)
 			goto medium;
-		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, align > KL_GRAN, 1)))
+		if (!p && !(p = kl_small_alloc(h, op, (unsigned)c, asked > KL_GRAN, 1)))
 			goto fail;
 		if (h->checked) {
 			kl_chk_small_set(h, (uintptr_t)p, h->cls[c].size, size);

@@ -88,11 +88,16 @@ static inline void kl_vg_loud(int *unused)
  *        mapped for the next request of any size, where a mapping of its own
  *        would go back to the source and fault its pages in afresh. Free
  *        pages beyond config.dirty_bytes in all go back through decommit. */
-#define KL_BIG_SHIFT   25
-#define KL_BIG         ((size_t)1 << KL_BIG_SHIFT)
-#define KL_BIG_MAX     (KL_BIG / 4)
-#define KL_NCLASSES    KEEL_NCLASSES
-#define KL_SMALL_MAX   ((size_t)KEEL_SMALL_MAX)
+#define KL_BIG_SHIFT 25
+#define KL_BIG       ((size_t)1 << KL_BIG_SHIFT)
+#define KL_BIG_MAX   (KL_BIG / 4)
+#define KL_NCLASSES  KEEL_NCLASSES
+#define KL_SMALL_MAX ((size_t)KEEL_SMALL_MAX)
+/* Classes past KL_SMALL_MAX, to KL_SLOT_MAX, serve only requests that ask an
+ * alignment above 16 (a power-of-two size to a page asks its own): a slot at
+ * a multiple of its size from a 16 KiB-aligned run is aligned for free, where
+ * a medium block pays an aligned split under the lock and a gap before it. */
+#define KL_SLOT_MAX    ((size_t)KEEL_SLOT_MAX)
 #define KL_MAX_REQUEST ((size_t)1 << 46) /* larger requests fail at once */
 _Static_assert(KEEL_SEGMENT_SIZE == KL_SEG, "keel.h and internal.h agree on segments");
 _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");

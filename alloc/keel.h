@@ -47,6 +47,7 @@ extern "C" {
 #define KEEL_PAGE_SIZE    4096u
 #define KEEL_SEGMENT_SIZE ((size_t)1 << 20)   /* page-source segments: 1 MiB, 1 MiB-aligned */
 #define KEEL_SMALL_MAX    1024u               /* largest size served from size-class runs */
+#define KEEL_SLOT_MAX     4096u               /* the same when asked an alignment above 16 */
 #define KEEL_MAX_ALIGN    ((size_t)1 << 30)   /* largest alignment keel_aligned_alloc accepts */
 #define KEEL_MAX_REGIONS  8                   /* caller-given regions per heap */
 #define KEEL_DIRTY_BYTES  ((size_t)128 << 20) /* default keel_config.dirty_bytes */
@@ -148,7 +149,7 @@ struct keel_config {
 
 /* Caller-provided storage for a heap: no allocation is needed to create one.
  * Its contents are private; use only the functions below. */
-#define KEEL_HEAP_BYTES 12288
+#define KEEL_HEAP_BYTES 16384
 struct keel_heap {
 	unsigned char opaque[KEEL_HEAP_BYTES];
 } __attribute__((aligned(64))); /* C and C++ alike (GCC, Clang) */
@@ -228,7 +229,7 @@ KEEL_API int keel_free(struct keel_heap *heap, void *p);
 KEEL_API size_t keel_usable_size(struct keel_heap *heap, const void *p);
 
 /* Number of size classes reported in keel_stats.class_count. */
-#define KEEL_NCLASSES 20
+#define KEEL_NCLASSES 28
 
 /* Statistics, all kept as counters on the way: reading them walks nothing. */
 struct keel_stats {
@@ -301,8 +302,8 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
 
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.
  * It keeps bounded stacks of free small slots per size class (16 KiB, and
- * 16 to 128 slots, each at first; a class that keeps going to the heap grows
- * to at most 64 KiB and 512 slots), so the common malloc and free of a small
+ * 4 to 128 slots, each at first; a class that keeps going to the heap grows
+ * to at most 64 KiB and 16 to 512 slots), so the common malloc and free of a small
  * block take no lock and no atomic operation; it refills from and flushes to
  * the heap in batches under the heap's lock. A full stack hands 32 slots to
  * the heap as one batch, which the heap keeps whole (8 batches a class) for
@@ -318,7 +319,7 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * go back to the heap they came from.
  * Misuse is caught as by keel_free: a double free of a block sitting in any
  * cache of the heap is recognised by a per-heap secret written into it. */
-#define KEEL_CACHE_BYTES 2048
+#define KEEL_CACHE_BYTES 2304
 struct keel_cache {
 	unsigned char opaque[KEEL_CACHE_BYTES];
 } __attribute__((aligned(64)));
@@ -328,12 +329,13 @@ struct keel_cache {
 KEEL_API int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap);
 
 /* As keel_malloc; small sizes come from the cache (O(1), no lock), refilled
- * in a batch when empty; a medium size from a kept block if there is one;
- * other sizes go to the heap. */
+ * in a batch when empty, and so do 2 and 4 KiB (aligned to themselves, a slot
+ * of their class); a medium size from a kept block if there is one; other
+ * sizes go to the heap. */
 KEEL_API void *keel_cache_malloc(struct keel_cache *cache, size_t size);
 
-/* As keel_aligned_alloc; alignments to 1 KiB for sizes to 1 KiB come from
- * the cache (O(1), no lock): the slot's size class is a multiple of align.
+/* As keel_aligned_alloc; alignments to 4 KiB for sizes to KEEL_SLOT_MAX come
+ * from the cache (O(1), no lock): the slot's size class is a multiple of align.
  * Unlike keel_aligned_alloc's, such a block does not carry its alignment
  * into keel_realloc, which (as C's realloc) promises 16 bytes only. */
 KEEL_API void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t size);

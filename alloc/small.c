@@ -5,11 +5,13 @@
 #include "internal.h"
 
 /* 16-byte steps to 128, then four classes per doubling: at most 20% of a slot
- * is lost to rounding above 128 bytes, and every power of two is a class. */
+ * is lost to rounding above 128 bytes, and every power of two is a class.
+ * Those past KL_SMALL_MAX are for aligned requests only (internal.h). */
 static const uint16_t class_sizes[KL_NCLASSES] = {
-	16,  32,  48,  64,  80,  96,  112, 128, 160, 192,
-	224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+	16,  32,  48,  64,  80,  96,   112,  128,  160,  192,  224,  256,  320,  384,
+	448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
 };
+_Static_assert(KL_SLOT_MAX == 4096, "the class table ends at KL_SLOT_MAX");
 _Static_assert(KL_RUN / 16 - 1 <= 0xffff, "slot counts fit 16 bits");
 
 void kl_small_init(struct kl_heap *h)
@@ -31,7 +33,7 @@ int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align)
 		return (int)kl_small_class(size);
 	if (size < align)
 		size = align;
-	if (size > KL_SMALL_MAX)
+	if (size > KL_SLOT_MAX)
 		return -1;
 	for (unsigned c = kl_small_class(size); c < KL_NCLASSES; c++)
 		if ((h->cls[c].size & (align - 1)) == 0)

@@ -359,14 +359,17 @@ static void big(struct keel_heap *heap)
 	keel_free(heap, q);
 }
 
-/* A medium block records the alignment asked, not the one its size gave it:
- * a 2 KiB block (2 KiB-aligned, as a power of two up to a page) grown by
- * realloc asks for no more than 16 when it moves. */
+/* A block records the alignment asked, not the one its size gave it: a
+ * 2 KiB block (2 KiB-aligned, as a power of two up to a page: a slot of the
+ * 2 KiB class) grown by realloc asks for no more than 16 when it moves. */
 static void asked_alignment(struct keel_heap *heap)
 {
+	struct kl_heap *h = kl_heap_of(heap);
 	char *p = keel_malloc(heap, 2048), *guard = keel_malloc(heap, 2048);
-	require(p && !((uintptr_t)p & 2047) && kl_blk_align(kl_blk_of(p)) == KL_GRAN,
-	        "a 2 KiB block is 2 KiB-aligned and records 16");
+	struct kl_blockinfo bi;
+	require(p && !((uintptr_t)p & 2047) && kl_locate(h, (uintptr_t)p, &bi) == 0 &&
+	                bi.kind == KEEL_KIND_SMALL && bi.align == KL_GRAN,
+	        "a 2 KiB block is a 2 KiB-aligned slot that records 16");
 	char *q = keel_realloc(heap, p, 100000);
 	require(q && q != p && kl_blk_align(kl_blk_of(q)) == KL_GRAN,
 	        "moved by realloc it still asks for 16");

@@ -234,6 +234,53 @@ static void align_small_pow2_without_runs(struct t *t)
 	T_CHECK(t, t_aux_close(t, a));
 }
 
+/* The classes past KEEL_SMALL_MAX: an aligned request to KEEL_SLOT_MAX is a
+ * slot (counted in its class, its usable size the class's), and so is a
+ * malloc of 2 or 4 KiB (a power of two, aligned to itself); any other malloc
+ * past KEEL_SMALL_MAX is not. */
+static unsigned slot_classes_live(struct t *t)
+{
+	static struct keel_stats st;
+	unsigned n = 0;
+	T_CHECK(t, keel_stats(t->heap, &st) == 0);
+	for (unsigned i = 0; i < KEEL_NCLASSES; i++)
+		if (st.class_size[i] > KEEL_SMALL_MAX)
+			n += (unsigned)st.class_count[i];
+	return n;
+}
+
+static void align_slot_classes(struct t *t)
+{
+	static const size_t req[][2] = { { 32, 1100 },   { 256, 1281 },  { 1024, 1500 },
+		                         { 1024, 3072 }, { 2048, 2049 }, { 2048, 4000 },
+		                         { 4096, 100 },  { 4096, 4096 } };
+	static void *p[8];
+	for (unsigned i = 0; i < 8; i++) {
+		p[i] = keel_aligned_alloc(t->heap, req[i][0], req[i][1]);
+		T_REQUIRE(t, p[i] != NULL);
+		T_CHECK(t, T_ALIGNED(p[i], req[i][0]));
+		size_t u = keel_usable_size(t->heap, p[i]);
+		T_CHECK(t, u >= req[i][1] && u <= KEEL_SLOT_MAX && u % req[i][0] == 0);
+		t_fill(p[i], req[i][1], i);
+		T_CHECK(t, slot_classes_live(t) == i + 1);
+	}
+	void *m2 = keel_malloc(t->heap, 2048), *m4 = keel_malloc(t->heap, 4096);
+	T_REQUIRE(t, m2 != NULL && m4 != NULL);
+	T_CHECK(t, T_ALIGNED(m2, 2048) && T_ALIGNED(m4, 4096));
+	T_CHECK(t, slot_classes_live(t) == 10);
+	void *m3 = keel_malloc(t->heap, 3000);
+	T_REQUIRE(t, m3 != NULL);
+	T_CHECK(t, slot_classes_live(t) == 10);
+	for (unsigned i = 0; i < 8; i++) {
+		T_CHECK(t, t_verify(p[i], req[i][1], i));
+		T_CHECK(t, keel_free(t->heap, p[i]) == 0);
+		T_CHECK(t, keel_free(t->heap, p[i]) == KEEL_EDOUBLE);
+	}
+	T_CHECK(t, keel_free(t->heap, m2) == 0 && keel_free(t->heap, m4) == 0);
+	T_CHECK(t, keel_free(t->heap, m3) == 0);
+	T_CHECK(t, slot_classes_live(t) == 0);
+}
+
 static void align_interior_free(struct t *t)
 {
 	unsigned char *p = keel_aligned_alloc(t->heap, 65536, 1000);
@@ -259,6 +306,7 @@ const struct t_case align_cases[] = {
 	T_CASE(align_reuse_bounded),
 	T_CASE(align_small_pow2_in_runs),
 	T_CASE(align_small_pow2_without_runs),
+	T_CASE(align_slot_classes),
 	T_CASE(align_interior_free),
 	{ 0 },
 };

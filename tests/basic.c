@@ -119,7 +119,12 @@ static void malloc_class_sizes_sane(struct t *t)
 		if (i > 0)
 			T_CHECK(t, cs[i] > cs[i - 1]);
 	}
-	T_CHECK(t, cs[n - 1] == KEEL_SMALL_MAX);
+	/* malloc's classes end at KEEL_SMALL_MAX; aligned requests' at KEEL_SLOT_MAX */
+	unsigned small_max = 0;
+	for (unsigned i = 0; i < n; i++)
+		small_max += cs[i] == KEEL_SMALL_MAX;
+	T_CHECK(t, small_max == 1);
+	T_CHECK(t, cs[n - 1] == KEEL_SLOT_MAX);
 }
 
 static void malloc_small_max(struct t *t)

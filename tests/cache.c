@@ -65,15 +65,15 @@ static void cache_power_of_two_aligned(struct t *t)
 	keel_cache_flush(&cache_a);
 }
 
-/* keel_cache_aligned_alloc: every power of two to 2 KiB and sizes around
+/* keel_cache_aligned_alloc: every power of two to 8 KiB and sizes around
  * each class, from the cache and past it; each block aligned, big enough,
  * freed once and caught the second time. */
 static void cache_aligned_alloc(struct t *t)
 {
-	static const size_t sizes[] = { 0,   1,   15,  16,   17,   100,  128,
-		                        129, 300, 513, 1000, 1024, 1025, 5000 };
+	static const size_t sizes[] = { 0,   1,    15,   16,   17,   100,  128,  129,  300,
+		                        513, 1000, 1024, 1025, 2000, 3000, 4096, 4097, 5000 };
 	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
-	for (size_t align = 1; align <= 2048; align *= 2) {
+	for (size_t align = 1; align <= 8192; align *= 2) {
 		for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
 			unsigned char *p[3];
 			for (unsigned j = 0; j < 3;
@@ -88,7 +88,9 @@ static void cache_aligned_alloc(struct t *t)
 				T_CHECK(t, t_verify(p[j], sizes[k], k + j));
 				T_CHECK(t, keel_cache_free(&cache_a, p[j]) == 0);
 			}
-			if (sizes[k] <= KEEL_SMALL_MAX && align <= KEEL_SMALL_MAX) /* a slot */
+			/* a slot (past KEEL_SMALL_MAX when asked an alignment) */
+			if (sizes[k] <= (align > 16 ? KEEL_SLOT_MAX : KEEL_SMALL_MAX) &&
+			    align <= KEEL_SLOT_MAX)
 				T_CHECK(t, keel_cache_free(&cache_a, p[0]) == KEEL_EDOUBLE);
 		}
 	}

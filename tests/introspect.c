@@ -94,7 +94,10 @@ static void stats_class_count(struct t *t)
 		if (!size[i])
 			continue;
 		for (unsigned k = 0; k <= i % 3; k++) {
-			p[i][k] = keel_malloc(t->heap, size[i]);
+			/* past KEEL_SMALL_MAX a class serves aligned requests only */
+			p[i][k] = size[i] <= KEEL_SMALL_MAX
+			                  ? keel_malloc(t->heap, size[i])
+			                  : keel_aligned_alloc(t->heap, 256, size[i]);
 			T_REQUIRE(t, p[i][k] != NULL);
 			T_CHECK(t, keel_usable_size(t->heap, p[i][k]) >= size[i]);
 		}
