@@ -338,6 +338,7 @@ struct kl_heap {
 	size_t source_bytes, peak_source, region_bytes;
 	size_t medium_free_bytes, small_free_bytes;
 	size_t big_used, big_committed; /* B6 */
+	struct kl_blk *hot;             /* the block a big free left, while listed (B4) */
 	size_t live_blocks, alloc_count, free_count, failed;
 	size_t maps, unmaps, source_failures, nsegs, nlarge;
 	size_t class_live[KL_NCLASSES];
@@ -480,7 +481,18 @@ static inline size_t kl_medium_need(size_t size)
 		return KL_MIN_BLOCK;
 	if (need >= ((size_t)1 << KL_FL_SHIFT) && need <= KL_MEDIUM_MAX)
 		need = kl_align_up(need, (size_t)1 << (kl_fls(need) - KL_SL_SHIFT));
+	else if (need > KL_MEDIUM_MAX) /* whole pages: see kl_medium_align */
+		need = kl_align_up(need, KL_PAGE);
 	return need;
+}
+
+/* A block past KL_MEDIUM_MAX (of a big arena) starts its user bytes on a
+ * page and spans whole pages, so neighbours carved in turn stay on pages:
+ * a block of n pages touches n pages, not n + 1, and big buffers start
+ * where programs (and the hardware's page walks) expect them. */
+static inline size_t kl_medium_align(size_t size, size_t align)
+{
+	return size > KL_MEDIUM_MAX && align < KL_PAGE ? KL_PAGE : align;
 }
 
 /* A live block's head changes, under the lock, only when the block before

@@ -43,6 +43,8 @@ void kl_fit_remove(struct kl_heap *h, struct kl_blk *b)
 		h->heads[fl][sl] = b->next_free;
 	if (b->next_free)
 		b->next_free->prev_free = b->prev_free;
+	if (b == h->hot)
+		h->hot = NULL;
 	if (!h->heads[fl][sl]) {
 		h->sl_bitmap[fl] = (uint16_t)(h->sl_bitmap[fl] & ~(1u << sl));
 		if (!h->sl_bitmap[fl])
@@ -50,19 +52,9 @@ void kl_fit_remove(struct kl_heap *h, struct kl_blk *b)
 	}
 }
 
-/* The head of the first list whose every block holds size bytes; but first
- * the head of size's own list if it holds size: sizes past KL_MEDIUM_MAX
- * are not rounded to their list's lower bound, and a block freed by one
- * request is then still found by the next of the same size. */
+/* The head of the first list whose every block holds size bytes. */
 static struct kl_blk *fit_find(struct kl_heap *h, size_t size)
 {
-	if (size > KL_MEDIUM_MAX && size <= KL_ARENA_MAX) {
-		unsigned fl, sl;
-		kl_fit_mapping(size, &fl, &sl);
-		struct kl_blk *b = h->heads[fl][sl];
-		if (b && kl_blk_size(b) >= size)
-			return b;
-	}
 	if (size >= ((size_t)1 << KL_FL_SHIFT))
 		size += ((size_t)1 << (kl_fls(size) - KL_SL_SHIFT)) - 1;
 	if (size > KL_ARENA_MAX)
@@ -99,15 +91,41 @@ static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
 	}
 }
 
+/* Whether the free block b holds size bytes at a user pointer aligned to
+ * align, as kl_fit_take would cut it. */
+static int fit_room(const struct kl_blk *b, size_t size, size_t align)
+{
+	uintptr_t u = kl_align_up((uintptr_t)b + KL_BLK_HDR, align);
+	size_t gap = u - KL_BLK_HDR - (uintptr_t)b;
+	if (gap != 0 && gap < KL_MIN_BLOCK)
+		gap += align;
+	return kl_blk_size(b) >= gap + size;
+}
+
 /* Take a block of size bytes (header included) whose user pointer is aligned
- * to align. Returns it marked used (flags clear), or NULL. O(1). */
+ * to align. Returns it marked used (flags clear), or NULL. O(1).
+ * A big request (past KL_MEDIUM_MAX) first tries the block the last big free
+ * left, whose pages were just touched, then the head of its own list: its
+ * size is not rounded to the list's lower bound, so the search for a list
+ * whose every block holds it would pass over a block freed by a request of
+ * the same size, and carve fresh pages instead. */
 struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 {
 	KL_ASSERT(size >= KL_MIN_BLOCK && size % KL_GRAN == 0);
 	size_t want = size;
 	if (align > KL_GRAN)
 		want = size + align + KL_MIN_BLOCK;
-	struct kl_blk *b = fit_find(h, want);
+	struct kl_blk *b = NULL;
+	if (size > KL_MEDIUM_MAX && want <= KL_ARENA_MAX) {
+		unsigned fl, sl;
+		kl_fit_mapping(size, &fl, &sl);
+		if (h->hot && fit_room(h->hot, size, align))
+			b = h->hot;
+		else if (h->heads[fl][sl] && fit_room(h->heads[fl][sl], size, align))
+			b = h->heads[fl][sl];
+	}
+	if (!b)
+		b = fit_find(h, want);
 	if (!b)
 		return NULL;
 	kl_fit_remove(h, b);
@@ -195,6 +213,8 @@ void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct k
 	kl_head_store(n, n->head | KL_B_PREV_FREE);
 	n->prev_size = size;
 	kl_fit_insert(h, b);
+	if (big && kl_blk_size(b) > KL_MEDIUM_MAX)
+		h->hot = b;
 	if (big && h->big_committed > h->big_used + h->dirty_max)
 		fit_cool(h);
 	if ((uintptr_t)b == s->arena && (uintptr_t)n == s->arena_end - KL_BLK_HDR)

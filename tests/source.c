@@ -429,7 +429,10 @@ static void big_blocks_share_an_arena(struct t *t)
 		p[i] = keel_malloc(h, size[i]);
 		T_REQUIRE(t, p[i] != NULL);
 		t_fill(p[i], size[i], 40 + i);
-		T_CHECK(t, keel_usable_size(h, p[i]) >= size[i]);
+		/* on whole pages, as a mapping of its own would be */
+		size_t u = keel_usable_size(h, p[i]);
+		T_CHECK(t, u >= size[i] && u < size[i] + KEEL_PAGE_SIZE);
+		T_CHECK(t, T_ALIGNED(p[i], KEEL_PAGE_SIZE) && (u + 16) % KEEL_PAGE_SIZE == 0);
 	}
 	T_CHECK(t, t_segment_bytes(&a->src) == T_BIG_SEG);
 	struct keel_stats st;
@@ -437,6 +440,7 @@ static void big_blocks_share_an_arena(struct t *t)
 	T_CHECK(t, st.large_blocks == 0 && st.segments == 1);
 	/* carved in turn from the front of the arena: neighbours */
 	T_CHECK(t, p[0] < p[1] && p[1] < p[2] && p[2] < p[3] && p[3] - p[0] < (long)(4 * T_MIB));
+	T_CHECK(t, p[1] == p[0] + keel_usable_size(h, p[0]) + 16); /* no gap between */
 	T_CHECK(t, keel_free(h, p[0]) == 0 && keel_free(h, p[1]) == 0);
 	T_CHECK(t, keel_free(h, p[0]) == KEEL_EDOUBLE);
 	T_CHECK(t, keel_free(h, p[1] + 16) != 0);
@@ -518,6 +522,15 @@ static void big_trim_decommits(struct t *t)
 	unsigned char *w = keel_malloc(h, 5 * T_MIB / 4 + 100);
 	T_CHECK(t, w == u);
 	T_CHECK(t, keel_free(h, w) == 0 && keel_free(h, v) == 0);
+	/* and a big request takes the room the last big free left, whose pages
+	 * were just touched, though a closer fit was freed before it */
+	unsigned char *x = keel_malloc(h, T_MIB), *g1 = keel_malloc(h, 300 << 10);
+	unsigned char *y = keel_malloc(h, 2 * T_MIB), *g2 = keel_malloc(h, 300 << 10);
+	T_REQUIRE(t, x && g1 && y && g2);
+	T_CHECK(t, keel_free(h, x) == 0 && keel_free(h, y) == 0);
+	w = keel_malloc(h, T_MIB);
+	T_CHECK(t, w == y);
+	T_CHECK(t, keel_free(h, w) == 0 && keel_free(h, g1) == 0 && keel_free(h, g2) == 0);
 	unsigned char *p = keel_malloc(h, 4 * T_MIB), *q = keel_malloc(h, 4 * T_MIB);
 	T_REQUIRE(t, p != NULL && q != NULL);
 	t_fill(p, 4 * T_MIB, 80);
