@@ -338,7 +338,6 @@ struct kl_heap {
 	size_t source_bytes, peak_source, region_bytes;
 	size_t medium_free_bytes, small_free_bytes;
 	size_t big_used, big_committed; /* B6 */
-	struct kl_blk *hot;             /* the block a big free left, while listed (B4) */
 	size_t live_blocks, alloc_count, free_count, failed;
 	size_t maps, unmaps, source_failures, nsegs, nlarge;
 	size_t class_live[KL_NCLASSES];

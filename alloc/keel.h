@@ -71,9 +71,8 @@ extern "C" {
  * unspecified (Linux: madvise MADV_DONTNEED). A source that commits memory on
  * first touch offers it, and keel then serves blocks of 256 KiB to 8 MiB from
  * 32 MiB arenas (on whole pages, as a mapping would be), where a freed
- * block's pages stay mapped for the next request of any size (the room the
- * last big free left first) while the free pages in all stay under
- * config.dirty_bytes; the
+ * block's pages stay mapped for the next request of any size while the free
+ * pages in all stay under config.dirty_bytes; the
  * rest go back through decommit. Without it (or when no 32 MiB arena can be
  * had), such blocks are mappings of their own.
  * Unlike the others, decommit is called with the heap lock held (the range

@@ -249,8 +249,6 @@ size_t kl_big_decommit(struct kl_heap *h, struct kl_seg *s, struct kl_blk *b)
 		return 0;
 	size_t bytes = KL_PAGE * commit_bits(s, from, to, -1);
 	h->big_committed -= bytes;
-	if (b == h->hot)
-		h->hot = NULL; /* cold now */
 	return bytes;
 }
 

@@ -352,8 +352,6 @@ static void big(struct keel_heap *heap)
 	EXPECT(heap, "B6 a used block's pages are committed");
 	SET(h->big_used, h->big_used + KL_PAGE);
 	EXPECT(heap, "B6 big arenas' used and committed bytes add up");
-	SET(h->hot, kl_blk_of(q));
-	EXPECT(heap, "B4 the hot block is a listed free block");
 	keel_free(heap, p);
 	i = ((uintptr_t)p + KL_SEG - s->base) / KL_PAGE; /* now free: its bit may go */
 	SET(m[i >> 6], m[i >> 6] ^ ((uint64_t)1 << (i & 63)));
