@@ -522,6 +522,15 @@ static void big_trim_decommits(struct t *t)
 	unsigned char *w = keel_malloc(h, 5 * T_MIB / 4 + 100);
 	T_CHECK(t, w == u);
 	T_CHECK(t, keel_free(h, w) == 0 && keel_free(h, v) == 0);
+	/* and the closer of two fits on its list: x is exactly 1280 KiB, y a
+	 * page more; y, freed last, heads the list */
+	unsigned char *x = keel_malloc(h, (1280 << 10) - 16), *g1 = keel_malloc(h, 300 << 10);
+	unsigned char *y = keel_malloc(h, (1284 << 10) - 16), *g2 = keel_malloc(h, 300 << 10);
+	T_REQUIRE(t, x && g1 && y && g2);
+	T_CHECK(t, keel_free(h, x) == 0 && keel_free(h, y) == 0);
+	w = keel_malloc(h, (1280 << 10) - 16);
+	T_CHECK(t, w == x);
+	T_CHECK(t, keel_free(h, w) == 0 && keel_free(h, g1) == 0 && keel_free(h, g2) == 0);
 	unsigned char *p = keel_malloc(h, 4 * T_MIB), *q = keel_malloc(h, 4 * T_MIB);
 	T_REQUIRE(t, p != NULL && q != NULL);
 	t_fill(p, 4 * T_MIB, 80);
