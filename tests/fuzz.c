@@ -126,12 +126,35 @@ static int fz_protect(void *ctx, void *p, size_t bytes, int prot)
 	return keel_linux_source.protect(keel_linux_source.ctx, p, bytes, prot);
 }
 
+/* Pages keel gives up stay mapped: fill them with junk, as a source may
+ * hand back anything there, so keel must rely on none of it. */
+static int fz_decommit(void *ctx, void *p, size_t bytes)
+{
+	struct fz_source *s = ctx;
+	FZ_CHECK((((uintptr_t)p | bytes) & (KEEL_PAGE_SIZE - 1)) == 0 && bytes > 0);
+	FZ_CHECK(s->live_bytes >= bytes);
+	for (size_t i = 0; i < bytes; i += 8)
+		*(uint64_t *)(void *)((char *)p + i) = 0xdbdbdbdbdbdbdbdbull;
+	return 0;
+}
+
 static const struct keel_source fz_src = {
 	.map = fz_map,
 	.unmap = fz_unmap,
 	.protect = fz_protect,
 	.ctx = &fzs,
 	.zeroed = 1,
+};
+
+/* The same, with decommit: blocks of 256 KiB to 8 MiB then come from 32 MiB
+ * arenas. */
+static const struct keel_source fz_src_big = {
+	.map = fz_map,
+	.unmap = fz_unmap,
+	.protect = fz_protect,
+	.ctx = &fzs,
+	.zeroed = 1,
+	.decommit = fz_decommit,
 };
 
 /* ---- input ---------------------------------------------------------------- */
@@ -540,9 +563,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct in in = { data, size, 0 };
 	unsigned mode = u8(&in);
 	struct keel_config cfg = { 0 };
-	cfg.source = &fz_src;
+	cfg.source = (mode & 4) ? &fz_src_big : &fz_src;
 	cfg.flags = (mode & 1) ? KEEL_HEAP_CHECKED : 0;
 	cfg.retain_bytes = (mode & 2) ? 4 * KEEL_SEGMENT_SIZE : 0;
+	cfg.dirty_bytes = (mode & 8) ? KEEL_SEGMENT_SIZE : 0; /* decommit soon, or late */
 	checked = (mode & 1) != 0;
 	fzs.live_maps = 0;
 	fzs.live_bytes = 0;
