@@ -399,7 +399,7 @@ void *kl_alloc_locked(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 		kl_count_alloc(h, kl_large_usable(s), size);
 		return p;
 	}
-	p = kl_medium_alloc(h, op, size + extra, kl_medium_align(size + extra, align), 1);
+	p = kl_medium_alloc(h, op, size + extra, kl_medium_align(h, size + extra, align), 1);
 	if (!p && h->has_source && size + align > KL_MEDIUM_MAX)
 		goto large; /* no room for a big arena: a mapping of its own may fit */
 	if (!p)

@@ -485,13 +485,14 @@ static inline size_t kl_medium_need(size_t size)
 	return need;
 }
 
-/* A block past KL_MEDIUM_MAX (of a big arena) starts its user bytes on a
- * page and spans whole pages, so neighbours carved in turn stay on pages:
- * a block of n pages touches n pages, not n + 1, and big buffers start
- * where programs (and the hardware's page walks) expect them. */
-static inline size_t kl_medium_align(size_t size, size_t align)
+/* With big arenas (a source that decommits), a block past KL_MEDIUM_MAX
+ * starts its user bytes on a page and spans whole pages, so neighbours carved
+ * in turn stay on pages: a block of n pages touches n pages, not n + 1, and
+ * big buffers start where programs (and the page walker) expect them. A
+ * region heap keeps its room: such a block there is not moved to a page. */
+static inline size_t kl_medium_align(const struct kl_heap *h, size_t size, size_t align)
 {
-	return size > KL_MEDIUM_MAX && align < KL_PAGE ? KL_PAGE : align;
+	return size > KL_MEDIUM_MAX && align < KL_PAGE && h->source.decommit ? KL_PAGE : align;
 }
 
 /* A live block's head changes, under the lock, only when the block before
