@@ -505,7 +505,8 @@ static int reg_leaf_live(const uintptr_t *leaf)
 
 /* Decommit the pages of every free block of the big arenas, and give back
  * the arenas left with none. Returns the bytes decommitted. O(blocks in big
- * arenas) plus the calls to the source. */
+ * arenas) plus the calls to the source (and a walk again from the start
+ * after each arena given back). */
 static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op)
 {
 	size_t bytes = 0;
@@ -520,6 +521,10 @@ static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op)
 		struct kl_blk *b = (struct kl_blk *)s->arena;
 		if ((b->head & KL_B_FREE) && (uintptr_t)b + kl_blk_size(b) == sentinel)
 			kl_seg_now_empty(h, op, s);
+		/* given back (its unmap is queued, so s is still readable): queueing
+		 * it may have dropped the lock, and the list changed meanwhile */
+		if (s->magic == 0)
+			next = h->segs;
 	}
 	return bytes;
 }
