@@ -177,7 +177,7 @@ struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t siz
 {
 	/* Another thread may use up a new segment while the lock is dropped
 	 * to map it; a few tries make that a non-issue. */
-	size_t need = align > KL_GRAN ? size + align + KL_MIN_BLOCK : size;
+	size_t need = kl_fit_want(size, align);
 	for (int tries = 0; tries < 4; tries++) {
 		struct kl_blk *b = kl_fit_take(h, size, align);
 		if (b)

@@ -495,6 +495,13 @@ static inline size_t kl_medium_align(const struct kl_heap *h, size_t size, size_
 	return size > KL_MEDIUM_MAX && align < KL_PAGE && h->source.decommit ? KL_PAGE : align;
 }
 
+/* The free block size that holds a block of size bytes (header included)
+ * at any user pointer aligned to align, the lead cut off included. */
+static inline size_t kl_fit_want(size_t size, size_t align)
+{
+	return align > KL_GRAN ? size + align + KL_MIN_BLOCK : size;
+}
+
 /* A live block's head changes, under the lock, only when the block before
  * it is freed or taken (KL_B_PREV_FREE); keel_cache_free reads it unlocked.
  * Such writes and that read are relaxed atomics (plain moves on x86). */

@@ -89,15 +89,20 @@ static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
 	}
 }
 
+/* The lead kl_fit_take cuts off the free block b so that the user pointer
+ * is aligned to align: none, or a free block of its own (KL_MIN_BLOCK at
+ * least). */
+static size_t fit_gap(const struct kl_blk *b, size_t align)
+{
+	size_t gap = kl_align_up((uintptr_t)b + KL_BLK_HDR, align) - KL_BLK_HDR - (uintptr_t)b;
+	return gap != 0 && gap < KL_MIN_BLOCK ? gap + align : gap;
+}
+
 /* Whether the free block b holds size bytes at a user pointer aligned to
  * align, as kl_fit_take would cut it. */
 static int fit_room(const struct kl_blk *b, size_t size, size_t align)
 {
-	uintptr_t u = kl_align_up((uintptr_t)b + KL_BLK_HDR, align);
-	size_t gap = u - KL_BLK_HDR - (uintptr_t)b;
-	if (gap != 0 && gap < KL_MIN_BLOCK)
-		gap += align;
-	return kl_blk_size(b) >= gap + size;
+	return kl_blk_size(b) >= fit_gap(b, align) + size;
 }
 
 /* Take a block of size bytes (header included) whose user pointer is aligned
@@ -116,9 +121,7 @@ static int fit_room(const struct kl_blk *b, size_t size, size_t align)
 struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 {
 	KL_ASSERT(size >= KL_MIN_BLOCK && size % KL_GRAN == 0);
-	size_t want = size;
-	if (align > KL_GRAN)
-		want = size + align + KL_MIN_BLOCK;
+	size_t want = kl_fit_want(size, align);
 	struct kl_blk *b = NULL;
 	if (size > KL_MEDIUM_MAX && want <= KL_ARENA_MAX) {
 		unsigned fl, sl;
@@ -142,12 +145,7 @@ struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 	kl_fit_remove(h, b);
 	h->medium_free_bytes -= kl_blk_size(b);
 	if (align > KL_GRAN) {
-		uintptr_t u = kl_align_up((uintptr_t)b + KL_BLK_HDR, align);
-		size_t gap = u - KL_BLK_HDR - (uintptr_t)b;
-		if (gap != 0 && gap < KL_MIN_BLOCK) {
-			u += align;
-			gap += align;
-		}
+		size_t gap = fit_gap(b, align);
 		if (gap) {
 			/* The lead becomes a free block of its own; its neighbour
 			 * before is used (B2), so it cannot coalesce. */
@@ -242,7 +240,8 @@ void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align)
 
 /* A medium block of size usable bytes aligned to align (a power of two >= 16),
  * or NULL; from a new segment too if grow is set. The user pointer's bit is
- * set (B5). */
+ * set (B5); the caller records what was asked (kl_medium_set_ask), which
+ * may be less than the placement align. */
 void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int grow)
 {
 	size_t bsize = kl_medium_need(size);
@@ -255,7 +254,6 @@ void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t a
 	kl_bit_set(w.seg, (uintptr_t)kl_user_of(b));
 	if (kl_seg_big(w.seg))
 		kl_big_take(h, w.seg, (uintptr_t)b, (uintptr_t)b + kl_blk_size(b));
-	kl_medium_set_ask(b, size, align);
 	return kl_user_of(b);
 }
 
