@@ -234,6 +234,7 @@ int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 	kl_memset(c, 0, sizeof(*c));
 	c->heap = h;
 	c->secret = h->secret;
+	c->leaf_key = UINTPTR_MAX; /* no pointer's: the first free looks its leaf up */
 	/* A checked heap's caches hold nothing (every free goes through
 	 * keel_free's checks): a bin of capacity 0 sends every call there. */
 	for (unsigned i = 0; i < KL_NCLASSES; i++)
@@ -469,14 +470,59 @@ void kl_xfer_flush(struct kl_heap *h, struct kl_op *op)
 	}
 }
 
-/* keel_cache_free's other cases: checked mode, a pointer the fast path
- * could not vouch for (keel_free settles it under the lock), a full bin. */
+/* Push p, whose registry entry is e, on its bin if p is a live small slot
+ * not in a cache and the bin has room; 1 if pushed, 0 to take the slow path.
+ * Unlocked: a live slot keeps its run and segment alive, so what we read of
+ * them is stable. The registry names only the heap's own segments (its
+ * entries are written before a segment is used and cleared before it goes
+ * back), so an arena found here is one of ours, and p lies in it: arenas
+ * from the source are one aligned segment, every entry naming it (S2).
+ * Regions are not in the registry and take the slow path. */
+static inline int cache_push_slot(struct kl_cache *c, uintptr_t p, uintptr_t e)
+{
+	const struct kl_seg *s = (const struct kl_seg *)e;
+	if (!e || (e & (KL_REG_CONT | KL_REG_TOMB)) || s->kind != KL_SEG_ARENA)
+		return 0;
+	const struct kl_run *r = kl_run_of(s, p);
+	unsigned cls = r->cls; /* read once: a live slot's run keeps it */
+	void **slot = (void **)p;
+	if (!kl_small_is_live(c->heap, s, r, p) || slot[1] == (void *)c->secret)
+		return 0;
+	struct kl_bin *b = &c->bins[cls - 1];
+	if (b->count >= b->max)
+		return 0;
+	bin_push(c, b, slot);
+	return 1;
+}
+
+/* keel_cache_free's other cases: a pointer outside the cache's registry
+ * leaf (the leaf is looked up, and kept if it exists), checked mode, a
+ * pointer the fast path could not vouch for (keel_free settles it under
+ * the lock), a full bin. */
 __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *ptr)
 {
 	struct kl_heap *h = c->heap;
 	uintptr_t p = (uintptr_t)ptr;
 	if (h->checked) /* every check of checked mode is in keel_free */
 		return keel_free((struct keel_heap *)(void *)h, ptr);
+	const unsigned hi = KL_REG_BITS + KL_SEG_SHIFT - 1; /* p's bits from here: all 0 or all 1 */
+	uintptr_t top = p >> hi;
+	if (p >> KL_LEAF_SHIFT != c->leaf_key && (top == 0 || top == UINTPTR_MAX >> hi)) {
+		/* A leaf node stays for the heap's life once it has caches
+		 * (kl_seg_trim), so the cache may keep pointing at it. Only a
+		 * canonical p: the registry's key drops the top 16 bits, and
+		 * the fast path must not meet a p far from the entry's segment. */
+		size_t k = kl_reg_key(p);
+		uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+		const uintptr_t *leaf =
+		        mid ? mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)] : NULL;
+		if (leaf) {
+			c->leaf = leaf;
+			c->leaf_key = p >> KL_LEAF_SHIFT;
+			if (cache_push_slot(c, p, leaf[k & (KL_REG_NODE - 1)]))
+				return 0;
+		}
+	}
 	struct kl_where w = kl_seg_find(h, p);
 	struct kl_seg *s = w.seg;
 	if (w.err || s->kind != KL_SEG_ARENA || (p & (KL_GRAN - 1)) || p < s->arena ||
@@ -498,32 +544,15 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 	return 0;
 }
 
-int keel_cache_free(struct keel_cache *cache, void *ptr)
+/* inline: a hint that lets a link-time optimizer put this fast path in
+ * its caller (the drop-in's free) */
+inline int keel_cache_free(struct keel_cache *cache, void *ptr)
 {
 	struct kl_cache *c = cache_of(cache);
-	const struct kl_heap *h = c->heap;
 	uintptr_t p = (uintptr_t)ptr;
-	/* Unlocked: a live slot keeps its run and segment alive, so what we
-	 * read of them is stable. The registry names only the heap's own
-	 * segments (its entries are written before a segment is used and
-	 * cleared before it goes back), so an arena found here is one of ours,
-	 * and p lies in it: arenas from the source are one aligned segment,
-	 * one entry. Regions are not in the registry and take the slow path. */
-	uintptr_t e = kl_reg_get(h, p);
-	if (KL_LIKELY(e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && !(p & (KL_GRAN - 1)))) {
-		const struct kl_seg *s = (const struct kl_seg *)e;
-		const struct kl_run *r;
-		void **slot = ptr;
-		if (KL_LIKELY(s->kind == KL_SEG_ARENA &&
-		              kl_small_is_live(h, s, r = kl_run_of(s, p), p) &&
-		              slot[1] != (void *)c->secret)) {
-			struct kl_bin *b = &c->bins[r->cls - 1u];
-			if (KL_LIKELY(b->count < b->max)) {
-				bin_push(c, b, slot);
-				return 0;
-			}
-		}
-	}
+	if (KL_LIKELY(p >> KL_LEAF_SHIFT == c->leaf_key) &&
+	    KL_LIKELY(cache_push_slot(c, p, c->leaf[(p >> KL_SEG_SHIFT) & (KL_REG_NODE - 1)])))
+		return 0;
 	if (!ptr)
 		return 0;
 	return cache_free_slow(c, ptr);

@@ -35,7 +35,7 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
 		return fail(c, "R0 run header names a class and its segment", (void *)u);
 	struct kl_class *cl = &h->cls[r->cls - 1];
-	if (r->where != KL_RUN_EMPTY && r->nslots != cl->nslots)
+	if (r->where != KL_RUN_EMPTY && r->nslots != kl_class_nslots(cl))
 		return fail(c, "R0 run slot count matches its class", (void *)u);
 	if (r->bump > r->nslots || r->nfree > r->nslots)
 		return fail(c, "R1 run counts within nslots", (void *)u);
@@ -63,7 +63,7 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 		if (w == (last - 1) >> 6 && (last & 63))
 			word &= ~(~(uint64_t)0 << (last & 63));
 		for (; word; word &= word - 1) {
-			uintptr_t p = s->base + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
+			uintptr_t p = s->cbase + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
 			size_t off = p - u, i = kl_slot_index(h, r, off);
 			size_t rem = off - i * cl->size;
 			if (i >= r->nslots || (rem && (rem != KL_GRAN || cl->size == KL_GRAN)))

@@ -199,7 +199,7 @@ struct kl_seg {
 	/* arena */
 	uintptr_t cbase;            /* base rounded down to RUN: chunk 0 */
 	struct kl_run *runs;        /* side table, one entry per chunk */
-	uint64_t *bits;             /* allocation bitmap, one bit per granule from base */
+	uint64_t *bits;             /* allocation bitmap, one bit per granule from cbase */
 	uintptr_t arena, arena_end; /* first block header; arena_end - 16 is the sentinel */
 	/* large */
 	size_t requested;
@@ -244,6 +244,7 @@ static inline uint64_t *kl_big_commit(const struct kl_seg *s)
 #define KL_REG_NODE       ((size_t)1 << KL_REG_NODE_BITS)
 #define KL_REG_NODE_BYTES (KL_REG_NODE * sizeof(uintptr_t))
 _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry covers 48 bits");
+#define KL_LEAF_SHIFT (KL_SEG_SHIFT + KL_REG_NODE_BITS) /* a leaf spans 1 GiB */
 #define KL_REG_CONT ((uintptr_t)1) /* large blocks only: an arena names itself in every entry */
 #define KL_REG_TOMB ((uintptr_t)2)
 
@@ -252,8 +253,13 @@ _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry
 struct kl_class {
 	uint32_t size;  /* slot bytes */
 	uint32_t recip; /* 2^32 / size rounded up: offset / size without a divide */
-	uint16_t nslots;
 };
+/* The slots a run of class c holds (its chunk's last 16 bytes are the next
+ * block's header). */
+static inline uint16_t kl_class_nslots(const struct kl_class *c)
+{
+	return (uint16_t)((KL_RUN - KL_BLK_HDR) / c->size);
+}
 
 /* A cache's stack of free slots of one class: slots linked through their
  * first word, the heap's secret in their second (K1: a slot in a cache, or
@@ -276,6 +282,8 @@ struct kl_bin {
 struct kl_cache {
 	struct kl_heap *heap;
 	uintptr_t secret;
+	uintptr_t leaf_key;    /* p >> KL_LEAF_SHIFT for the pointers leaf covers, or none */
+	const uintptr_t *leaf; /* the registry leaf the cache's last free looked in */
 	struct kl_bin bins[KL_NCLASSES];
 	uint8_t class_of[KL_SMALL_MAX / KL_GRAN + 1]; /* (size + 15) / 16 -> class */
 	size_t med_bytes;                             /* lower bounds of the kept medium blocks */
@@ -416,10 +424,12 @@ static inline unsigned kl_popcount(uint64_t x) /* without libgcc or POPCNT */
 	return (unsigned)((x * 0x0101010101010101ull) >> 56);
 }
 
-/* Bitmap helpers over a segment's allocation bitmap. */
+/* Bitmap helpers over a segment's allocation bitmap, a bit per granule
+ * from cbase (chunk 0), as the side table counts: the free path finds a
+ * slot's run and its bit from the one offset p - cbase. */
 static inline size_t kl_bit_index(const struct kl_seg *s, uintptr_t p)
 {
-	return (p - s->base) >> KL_GRAN_SHIFT;
+	return (p - s->cbase) >> KL_GRAN_SHIFT;
 }
 /* Bits change only under the heap lock, but keel_cache_free reads them
  * without it: relaxed atomic loads and stores (plain moves on x86) make
@@ -697,21 +707,24 @@ static inline uintptr_t kl_run_base(const struct kl_run *r)
  * for off < 2^14 because recip errs by less than 2^-18 of a slot. */
 static inline size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off)
 {
-	return (size_t)(((uint64_t)off * h->cls[r->cls - 1].recip) >> 32);
+	return (size_t)(((uint64_t)off * h->cls[r->cls - 1u].recip) >> 32);
 }
 
 /* Is p a live slot of run r (p inside r's chunk)? Reads only what stays put
- * while a slot of the run is live (class, segment, slot count, p's own
- * bit), so it needs no lock when p is live; any other answer is settled
- * under the lock. */
+ * while a slot of the run is live (class, p's own bit), so it
+ * needs no lock when p is live; any other answer is settled under the lock.
+ * In a run's chunk a bit is set only at a live slot's start, or 16 bytes
+ * on as the mark of an aligned slot of 32 bytes or more (kl_small_alloc):
+ * so p at a multiple of the slot size with its bit set is a live slot (the
+ * chunk's tail past the last slot has no bits). */
 static inline int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s,
                                    const struct kl_run *r, uintptr_t p)
 {
-	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
+	unsigned cls = r->cls;
+	if (cls - 1u >= KL_NCLASSES)
 		return 0;
 	uintptr_t off = (p - s->cbase) & (KL_RUN - 1);
-	size_t i = kl_slot_index(h, r, off);
-	return i * h->cls[r->cls - 1].size == off && i < r->nslots && kl_bit_get(s, p);
+	return kl_slot_index(h, r, off) * h->cls[cls - 1u].size == off && kl_bit_get(s, p);
 }
 
 #endif

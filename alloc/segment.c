@@ -105,7 +105,7 @@ static void seg_init_arena(struct kl_heap *h, struct kl_seg *s, size_t bytes, in
 	size_t nchunks = (end - cbase + KL_RUN - 1) >> KL_RUN_SHIFT;
 	uintptr_t runs = kl_align_up(base + sizeof(struct kl_seg), 16);
 	uintptr_t bits = kl_align_up(runs + nchunks * sizeof(struct kl_run), 8);
-	size_t nbits = bytes >> KL_GRAN_SHIFT;
+	size_t nbits = (end - cbase) >> KL_GRAN_SHIFT;
 	size_t commit = kind == KL_SEG_ARENA && bytes == KL_BIG ? KL_BIG / KL_PAGE / 8 : 0;
 	uintptr_t arena = kl_align_up(bits + kl_align_up(nbits, 64) / 8 + commit, KL_GRAN);
 	if (!zeroed)

@@ -20,7 +20,6 @@ void kl_small_init(struct kl_heap *h)
 		struct kl_class *c = &h->cls[i];
 		c->size = class_sizes[i];
 		c->recip = (uint32_t)((((uint64_t)1 << 32) + c->size - 1) / c->size);
-		c->nslots = (uint16_t)((KL_RUN - KL_BLK_HDR) / c->size);
 		h->partial[i] = NULL;
 	}
 }
@@ -86,13 +85,13 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 	}
 	struct kl_class *c = &h->cls[cls];
 	r->cls = (uint8_t)(cls + 1);
-	r->nslots = c->nslots;
-	r->nfree = c->nslots;
+	r->nslots = kl_class_nslots(c);
+	r->nfree = r->nslots;
 	r->bump = 0;
 	r->free = NULL;
 	r->where = KL_RUN_PARTIAL;
 	run_push(&h->partial[cls], r);
-	h->small_free_bytes += (size_t)c->nslots * c->size;
+	h->small_free_bytes += (size_t)r->nslots * c->size;
 	return r;
 }
 
