@@ -202,16 +202,22 @@ static void source_large_own_mapping(struct t *t)
 	void *small = keel_malloc(t->heap, 100);
 	T_REQUIRE(t, small != NULL);
 	size_t maps = t->src->maps, live = t->src->live_bytes;
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	size_t segs = st.segments;
 	unsigned char *p = keel_malloc(t->heap, T_LARGE);
 	T_REQUIRE(t, p != NULL);
-	T_CHECK(t, t->src->maps == maps + 1);
+	/* one mapping of its own, and the registry nodes for its address if
+	 * it is the first in its GiB (two at most, 8 KiB each) */
+	size_t maps_now = t->src->maps;
+	T_CHECK(t, maps_now >= maps + 1 && maps_now <= maps + 3);
 	T_CHECK(t, t->src->live_bytes >= live + T_LARGE);
 	T_CHECK(t, t->src->live_bytes <= live + T_LARGE + 2 * KEEL_SEGMENT_SIZE);
 	p[0] = 1;
 	p[T_LARGE - 1] = 2;
-	struct keel_stats st;
 	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
 	T_CHECK(t, st.large_blocks == 1);
+	T_CHECK(t, st.segments == segs + 1);
 	/* a freed large block is kept for reuse (keel.h: keel_free), counted
 	 * as free, and the next block that fits takes it without a new map */
 	size_t held = t->src->live_bytes;
@@ -223,7 +229,7 @@ static void source_large_own_mapping(struct t *t)
 	T_CHECK(t, keel_free(t->heap, p) == KEEL_EDOUBLE);
 	unsigned char *q = keel_malloc(t->heap, T_LARGE - 5000);
 	T_CHECK(t, q == p);
-	T_CHECK(t, t->src->maps == maps + 1);
+	T_CHECK(t, t->src->maps == maps_now);
 	T_CHECK(t, keel_free(t->heap, q) == 0);
 	/* and keel_trim gives it back */
 	T_CHECK(t, keel_trim(t->heap) >= T_LARGE);
