@@ -150,7 +150,8 @@ DROPIN_OBJS := $(DROPIN_FREE_SRCS:%.c=$(DI)/%.o) $(DI)/hosted/dropin.o
 $(DROPIN_FREE_SRCS:%.c=$(DI)/%.o): $(DI)/%.o: %.c
 	@mkdir -p $(@D)
 	$(call say,CC,$@)
-	$(Q)$(GCC) $(CFLAGS_CORE) $(DROPIN_LTO) -fPIC -fvisibility=hidden -c $< -o $@
+	$(Q)$(GCC) $(CFLAGS_CORE) $(DROPIN_LTO) -DKEEL_MEMCPY=memcpy -fPIC -fvisibility=hidden \
+		-c $< -o $@
 $(DI)/hosted/dropin.o: hosted/dropin.c
 	@mkdir -p $(@D)
 	$(call say,CC,$@)
