@@ -470,18 +470,55 @@ void kl_xfer_flush(struct kl_heap *h, struct kl_op *op)
 	}
 }
 
+/* The registry entry for p through the cache's leaf, looking the leaf up
+ * (and keeping it) when p is outside it; 0 if p has none. A leaf node
+ * stays for the heap's life once it has caches (kl_seg_trim), so the cache
+ * may keep pointing at it. Only a canonical p: the registry's key drops
+ * the top 16 bits, and the fast paths must not meet a p far from the
+ * entry's segment. */
+__attribute__((noinline)) static uintptr_t cache_entry_slow(struct kl_cache *c, uintptr_t p)
+{
+	const unsigned hi = KL_REG_BITS + KL_SEG_SHIFT - 1; /* p's bits from here: all 0 or all 1 */
+	uintptr_t top = p >> hi;
+	if (top != 0 && top != UINTPTR_MAX >> hi)
+		return 0;
+	size_t k = kl_reg_key(p);
+	uintptr_t **mid = c->heap->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+	const uintptr_t *leaf = mid ? mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)] : NULL;
+	if (!leaf)
+		return 0;
+	c->leaf = leaf;
+	c->leaf_key = p >> KL_LEAF_SHIFT;
+	return leaf[k & (KL_REG_NODE - 1)];
+}
+
+static inline uintptr_t cache_entry(struct kl_cache *c, uintptr_t p)
+{
+	if (KL_LIKELY(p >> KL_LEAF_SHIFT == c->leaf_key))
+		return c->leaf[(p >> KL_SEG_SHIFT) & (KL_REG_NODE - 1)];
+	return cache_entry_slow(c, p);
+}
+
+/* The arena segment e (p's entry) names, or NULL if e is not an arena's.
+ * The registry names only the heap's own segments (its entries are written
+ * before a segment is used and cleared before it goes back), so an arena
+ * found here is one of ours, and p lies in it: arenas from the source are
+ * whole aligned segments, every entry naming it (S2). Regions are not in
+ * the registry and take the slow paths. */
+static inline const struct kl_seg *entry_arena(uintptr_t e)
+{
+	const struct kl_seg *s = (const struct kl_seg *)e;
+	return e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && s->kind == KL_SEG_ARENA ? s : NULL;
+}
+
 /* Push p, whose registry entry is e, on its bin if p is a live small slot
  * not in a cache and the bin has room; 1 if pushed, 0 to take the slow path.
  * Unlocked: a live slot keeps its run and segment alive, so what we read of
- * them is stable. The registry names only the heap's own segments (its
- * entries are written before a segment is used and cleared before it goes
- * back), so an arena found here is one of ours, and p lies in it: arenas
- * from the source are one aligned segment, every entry naming it (S2).
- * Regions are not in the registry and take the slow path. */
+ * them is stable. */
 static inline int cache_push_slot(struct kl_cache *c, uintptr_t p, uintptr_t e)
 {
-	const struct kl_seg *s = (const struct kl_seg *)e;
-	if (!e || (e & (KL_REG_CONT | KL_REG_TOMB)) || s->kind != KL_SEG_ARENA)
+	const struct kl_seg *s = entry_arena(e);
+	if (!s)
 		return 0;
 	const struct kl_run *r = kl_run_of(s, p);
 	unsigned cls = r->cls; /* read once: a live slot's run keeps it */
@@ -505,24 +542,8 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 	uintptr_t p = (uintptr_t)ptr;
 	if (h->checked) /* every check of checked mode is in keel_free */
 		return keel_free((struct keel_heap *)(void *)h, ptr);
-	const unsigned hi = KL_REG_BITS + KL_SEG_SHIFT - 1; /* p's bits from here: all 0 or all 1 */
-	uintptr_t top = p >> hi;
-	if (p >> KL_LEAF_SHIFT != c->leaf_key && (top == 0 || top == UINTPTR_MAX >> hi)) {
-		/* A leaf node stays for the heap's life once it has caches
-		 * (kl_seg_trim), so the cache may keep pointing at it. Only a
-		 * canonical p: the registry's key drops the top 16 bits, and
-		 * the fast path must not meet a p far from the entry's segment. */
-		size_t k = kl_reg_key(p);
-		uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-		const uintptr_t *leaf =
-		        mid ? mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)] : NULL;
-		if (leaf) {
-			c->leaf = leaf;
-			c->leaf_key = p >> KL_LEAF_SHIFT;
-			if (cache_push_slot(c, p, leaf[k & (KL_REG_NODE - 1)]))
-				return 0;
-		}
-	}
+	if (p >> KL_LEAF_SHIFT != c->leaf_key && cache_push_slot(c, p, cache_entry_slow(c, p)))
+		return 0;
 	struct kl_where w = kl_seg_find(h, p);
 	struct kl_seg *s = w.seg;
 	if (w.err || s->kind != KL_SEG_ARENA || (p & (KL_GRAN - 1)) || p < s->arena ||
@@ -559,24 +580,26 @@ inline int keel_cache_free(struct keel_cache *cache, void *ptr)
 }
 
 /* Unlocked for a live small slot or medium block (as keel_cache_free and
- * mbin_push vouch for one); anything else asks the heap. */
+ * mbin_push vouch for one); anything else asks the heap. 0 for a block
+ * sitting in a cache (K1): the caller's pointer was freed. */
 size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 {
 	struct kl_cache *c = cache_of(cache);
-	const struct kl_heap *h = c->heap;
 	uintptr_t p = (uintptr_t)ptr;
-	uintptr_t e = kl_reg_get(h, p);
-	if (!h->checked && e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && !(p & (KL_GRAN - 1))) {
-		const struct kl_seg *s = (const struct kl_seg *)e;
-		if (s->kind == KL_SEG_ARENA && p - s->base < s->bytes) {
-			const struct kl_run *r = kl_run_of(s, p);
-			void *const *w = ptr;
-			if (kl_small_is_live(h, s, r, p))
-				return w[1] == (void *)c->secret ? 0 : h->cls[r->cls - 1].size;
-			size_t size = r->cls ? 0 : medium_live_size(s, p);
-			if (size)
-				return w[1] == (void *)c->secret ? 0 : size - KL_BLK_HDR;
+	const struct kl_seg *s = c->heap->checked ? NULL : entry_arena(cache_entry(c, p));
+	if (s && !(p & (KL_GRAN - 1))) {
+		const struct kl_run *r = kl_run_of(s, p);
+		void *const *w = ptr;
+		size_t size;
+		if (r->cls) {
+			size = kl_small_is_live(c->heap, s, r, p) ? c->heap->cls[r->cls - 1].size
+			                                          : 0;
+		} else {
+			size = medium_live_size(s, p);
+			size = size ? size - KL_BLK_HDR : 0;
 		}
+		if (size)
+			return w[1] == (void *)c->secret ? 0 : size;
 	}
 	return keel_usable_size((struct keel_heap *)(void *)c->heap, ptr);
 }

@@ -154,6 +154,8 @@ static void cache_bad_pointers(struct t *t)
 	void *alias = (void *)((uintptr_t)p ^ ((uintptr_t)1 << 52));
 	T_CHECK(t, keel_cache_free(&cache_a, alias) == KEEL_ENOTOURS);
 	T_CHECK(t, keel_free(t->heap, alias) == KEEL_ENOTOURS);
+	T_CHECK(t, keel_cache_usable_size(&cache_a, alias) == 0);
+	T_CHECK(t, keel_cache_usable_size(&cache_a, p) >= 64);
 	T_CHECK(t, t_verify(p, 64, 1));
 	T_CHECK_HEAP(t, t->heap);
 	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
