@@ -278,12 +278,23 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 		kl_op_end(h, &op);
 		return p;
 	}
-	size_t got = 1;
-	for (uint32_t n = b->max / 2; n > 0; n--, got++) {
+	/* half the bin's capacity: never-used slots carved a run's worth at a
+	 * time (pushed last first, so they pop in address order), else one by
+	 * one off the runs' free lists */
+	size_t got = 1, want = b->max / 2 + 1;
+	while (got < want) {
+		uintptr_t first;
+		size_t k = kl_small_carve(h, cls, want - got, &first);
+		for (size_t i = k; i-- > 0;)
+			bin_push(c, b, (void **)(first + i * csize));
+		got += k;
+		if (k)
+			continue;
 		void **s = kl_small_alloc(h, &op, cls, 0, 0);
 		if (!s)
 			break;
 		bin_push(c, b, s);
+		got++;
 	}
 	/* the batch counts as live blocks, as kl_count_alloc would one by one */
 	h->in_use_bytes += got * csize;

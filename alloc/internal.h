@@ -620,6 +620,7 @@ KL_HIDDEN void kl_small_init(struct kl_heap *h);
 KL_HIDDEN int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align);
 KL_HIDDEN void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned,
                                int grow);
+KL_HIDDEN size_t kl_small_carve(struct kl_heap *h, unsigned cls, size_t n, uintptr_t *first);
 KL_HIDDEN int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s,
                                 const struct kl_run *r, uintptr_t p);
 KL_HIDDEN void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s,

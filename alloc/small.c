@@ -184,6 +184,34 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 	}
 }
 
+/* Up to n never-used slots of the class's first partial run at once, for a
+ * cache's refill: each is marked live, as kl_small_alloc would one by one,
+ * without its per-slot work (the slots are consecutive: the first at
+ * *first, then every class size). 0 if that run has slots on its free list
+ * (they go first, through kl_small_alloc), or there is none; never in
+ * checked mode, whose slots each need their checks. */
+size_t kl_small_carve(struct kl_heap *h, unsigned cls, size_t n, uintptr_t *first)
+{
+	struct kl_run *r = h->partial[cls];
+	if (!r || r->free || h->checked)
+		return 0;
+	size_t room = (size_t)r->nslots - r->bump, size = h->cls[cls].size;
+	if (n > room)
+		n = room;
+	uintptr_t p = kl_run_base(r) + (size_t)r->bump * size;
+	*first = p;
+	for (size_t i = 0; i < n; i++)
+		kl_bit_set(r->seg, p + i * size);
+	r->bump = (uint16_t)(r->bump + n);
+	r->nfree = (uint16_t)(r->nfree - n);
+	if (r->nfree == 0) {
+		run_unlink(&h->partial[cls], r);
+		r->where = KL_RUN_FULL;
+	}
+	h->small_free_bytes -= n * size;
+	return n;
+}
+
 /* 0 if p is a live slot of run r in segment s, else the error a free gets. */
 int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const struct kl_run *r,
                       uintptr_t p)
