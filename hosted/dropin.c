@@ -182,32 +182,37 @@ static inline void start(void)
 
 /* ---- the thread's cache ---------------------------------------------------- */
 enum { CACHE_NONE, CACHE_LIVE, CACHE_GONE };
-static TLS struct keel_cache tcache;
-static TLS int tcache_state;
+/* The state and the cache in one thread-local object: malloc and free find
+ * both from one address (a shared library loads each variable's TLS
+ * offset on its own). */
+static TLS struct {
+	int state;
+	struct keel_cache cache;
+} tls;
 
 static void thread_exit(void *cache)
 {
 	keel_cache_flush(cache);
-	tcache_state = CACHE_GONE; /* later frees in this thread go to the heap */
+	tls.state = CACHE_GONE; /* later frees in this thread go to the heap */
 }
 
 /* The calling thread's cache, or NULL once its exit has flushed it. */
 __attribute__((noinline, cold)) static struct keel_cache *my_cache_slow(void)
 {
-	if (tcache_state == CACHE_GONE)
+	if (tls.state == CACHE_GONE)
 		return NULL;
 	start();
-	keel_cache_init(&tcache, &heap);
-	tcache_state = CACHE_LIVE;
+	keel_cache_init(&tls.cache, &heap);
+	tls.state = CACHE_LIVE;
 	/* A non-NULL value makes the key's destructor run at thread exit. */
-	pthread_setspecific(cache_key, &tcache);
-	return &tcache;
+	pthread_setspecific(cache_key, &tls.cache);
+	return &tls.cache;
 }
 
 static inline struct keel_cache *my_cache(void)
 {
-	if (__builtin_expect(tcache_state == CACHE_LIVE, 1))
-		return &tcache;
+	if (__builtin_expect(tls.state == CACHE_LIVE, 1))
+		return &tls.cache;
 	return my_cache_slow();
 }
 
