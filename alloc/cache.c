@@ -545,35 +545,32 @@ static inline int cache_push_slot(struct kl_cache *c, uintptr_t p, uintptr_t e)
 
 /* keel_cache_free's other cases: a pointer outside the cache's registry
  * leaf (the leaf is looked up, and kept if it exists), checked mode, a
- * pointer the fast path could not vouch for (keel_free settles it under
- * the lock), a full bin. */
+ * medium block, a pointer the fast path could not vouch for (keel_free
+ * settles it under the lock), a full bin. */
 __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *ptr)
 {
 	struct kl_heap *h = c->heap;
 	uintptr_t p = (uintptr_t)ptr;
 	if (h->checked) /* every check of checked mode is in keel_free */
 		return keel_free((struct keel_heap *)(void *)h, ptr);
-	if (p >> KL_LEAF_SHIFT != c->leaf_key && cache_push_slot(c, p, cache_entry_slow(c, p)))
-		return 0;
-	struct kl_where w = kl_seg_find(h, p);
-	struct kl_seg *s = w.seg;
-	if (w.err || s->kind != KL_SEG_ARENA || (p & (KL_GRAN - 1)) || p < s->arena ||
-	    p >= s->arena_end)
-		return keel_free((struct keel_heap *)(void *)h, ptr);
-	struct kl_run *r = kl_run_of(s, p);
-	if (r->cls == 0 && mbin_push(c, s, p))
-		return 0;
-	if (!kl_small_is_live(h, s, r, p))
-		return keel_free((struct keel_heap *)(void *)h, ptr);
-	void **slot = ptr;
-	if (slot[1] == (void *)c->secret)
-		return KEEL_EDOUBLE; /* K1: it sits in a cache already */
-	unsigned cls = r->cls - 1u;
-	struct kl_bin *b = &c->bins[cls];
-	if (b->count >= b->max)
-		cache_give(c, cls);
-	bin_push(c, b, slot);
-	return 0;
+	const struct kl_seg *s = entry_arena(cache_entry(c, p));
+	if (s && !(p & (KL_GRAN - 1)) && p >= s->arena && p < s->arena_end) {
+		const struct kl_run *r = kl_run_of(s, p);
+		if (r->cls == 0 && mbin_push(c, s, p))
+			return 0;
+		void **slot = ptr;
+		if (kl_small_is_live(h, s, r, p)) {
+			if (slot[1] == (void *)c->secret)
+				return KEEL_EDOUBLE; /* K1: it sits in a cache already */
+			unsigned cls = r->cls - 1u;
+			struct kl_bin *b = &c->bins[cls];
+			if (b->count >= b->max)
+				cache_give(c, cls);
+			bin_push(c, b, slot);
+			return 0;
+		}
+	}
+	return keel_free((struct keel_heap *)(void *)h, ptr);
 }
 
 /* inline: a hint that lets a link-time optimizer put this fast path in
