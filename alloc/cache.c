@@ -406,7 +406,7 @@ static uint32_t slots_back(struct kl_heap *h, struct kl_op *op, unsigned cls, vo
 		if (!seg || (uintptr_t)s - seg->base >= seg->bytes)
 			seg = kl_seg_find(h, (uintptr_t)s).seg;
 		KL_ASSERT(seg &&
-		          kl_small_is_live(h, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s));
+		          kl_slot_live(h, seg, kl_chunk_class(seg, (uintptr_t)s), (uintptr_t)s));
 		kl_small_free(h, op, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s);
 		gone++;
 	}
@@ -531,10 +531,9 @@ static inline int cache_push_slot(struct kl_cache *c, uintptr_t p, uintptr_t e)
 	const struct kl_seg *s = entry_arena(e);
 	if (!s)
 		return 0;
-	const struct kl_run *r = kl_run_of(s, p);
-	unsigned cls = r->cls; /* read once: a live slot's run keeps it */
+	unsigned cls = kl_chunk_class(s, p); /* read once: a live slot's run keeps it */
 	void **slot = (void **)p;
-	if (!kl_small_is_live(c->heap, s, r, p) || slot[1] == (void *)c->secret)
+	if (!kl_slot_live(c->heap, s, cls, p) || slot[1] == (void *)c->secret)
 		return 0;
 	struct kl_bin *b = &c->bins[cls - 1];
 	if (b->count >= b->max)
@@ -555,17 +554,16 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 		return keel_free((struct keel_heap *)(void *)h, ptr);
 	const struct kl_seg *s = entry_arena(cache_entry(c, p));
 	if (s && !(p & (KL_GRAN - 1)) && p >= s->arena && p < s->arena_end) {
-		const struct kl_run *r = kl_run_of(s, p);
-		if (r->cls == 0 && mbin_push(c, s, p))
+		unsigned cls = kl_chunk_class(s, p);
+		if (cls == 0 && mbin_push(c, s, p))
 			return 0;
 		void **slot = ptr;
-		if (kl_small_is_live(h, s, r, p)) {
+		if (kl_slot_live(h, s, cls, p)) {
 			if (slot[1] == (void *)c->secret)
 				return KEEL_EDOUBLE; /* K1: it sits in a cache already */
-			unsigned cls = r->cls - 1u;
-			struct kl_bin *b = &c->bins[cls];
+			struct kl_bin *b = &c->bins[cls - 1];
 			if (b->count >= b->max)
-				cache_give(c, cls);
+				cache_give(c, cls - 1);
 			bin_push(c, b, slot);
 			return 0;
 		}
@@ -573,9 +571,10 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 	return keel_free((struct keel_heap *)(void *)h, ptr);
 }
 
-/* inline: a hint that lets a link-time optimizer put this fast path in
- * its caller (the drop-in's free) */
-inline int keel_cache_free(struct keel_cache *cache, void *ptr)
+/* always_inline: a link-time optimizer puts this fast path in its caller
+ * (the drop-in's free: a call and the cache's address computed twice
+ * saved); other callers see a plain function. */
+inline __attribute__((always_inline)) int keel_cache_free(struct keel_cache *cache, void *ptr)
 {
 	struct kl_cache *c = cache_of(cache);
 	uintptr_t p = (uintptr_t)ptr;
@@ -596,12 +595,11 @@ size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 	uintptr_t p = (uintptr_t)ptr;
 	const struct kl_seg *s = c->heap->checked ? NULL : entry_arena(cache_entry(c, p));
 	if (s && !(p & (KL_GRAN - 1))) {
-		const struct kl_run *r = kl_run_of(s, p);
+		unsigned cls = kl_chunk_class(s, p);
 		void *const *w = ptr;
 		size_t size;
-		if (r->cls) {
-			size = kl_small_is_live(c->heap, s, r, p) ? c->heap->cls[r->cls - 1].size
-			                                          : 0;
+		if (cls) {
+			size = kl_slot_live(c->heap, s, cls, p) ? c->heap->cls[cls - 1].size : 0;
 		} else {
 			size = medium_live_size(s, p);
 			size = size ? size - KL_BLK_HDR : 0;

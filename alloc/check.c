@@ -245,6 +245,9 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 			marked++;
 	if (marked != nruns)
 		return fail(c, "R0 side table marks exactly the run chunks", s);
+	for (size_t i = 0; i < s->nchunks; i++)
+		if (kl_cmap(s)[i] != s->runs[i].cls)
+			return fail(c, "R5 class map matches the side table", s);
 	return 0;
 }
 

@@ -155,7 +155,9 @@ struct kl_blk {
  *   R3  every free-list link points at a slot start below bump in this run
  *   R4  0 < nfree < nslots  <=>  the run is on its class's partial list;
  *       nfree == nslots (empty) runs sit in the heap's empty-run cache
- * check_run() in check.c tests R1-R4 and reports the label that failed. */
+ *   R5  the segment's class map says each chunk's cls (kl_cmap)
+ * check_run() in check.c tests R1-R4, the arena's walk R0 and R5, and
+ * each reports the label that failed. */
 struct kl_run {
 	void *free;                 /* free list of slots: first word links */
 	struct kl_run *next, *prev; /* partial list of the class, or empty cache */
@@ -171,7 +173,7 @@ _Static_assert(sizeof(struct kl_run) == 40, "run header is 40 bytes");
 
 /* ---- segments --------------------------------------------------------------
  * An arena segment (from the source, or a caller's region):
- *   [struct kl_seg | runs[nchunks] | bitmap | arena: blocks ... | sentinel]
+ *   [struct kl_seg | cmap | runs[nchunks] | bitmap | arena: blocks ... | sentinel]
  * A large segment is one mapping holding one block, its header at the tail:
  *   [user block .............................. | struct kl_seg]
  *   S1  magic == KL_SEG_MAGIC ^ (uintptr_t)seg and heap == the owning heap
@@ -206,6 +208,25 @@ struct kl_seg {
 	uintptr_t user; /* the block's start: base, or past the guard in checked mode */
 	size_t usable;  /* bytes the caller may use (checked mode: the bytes asked) */
 };
+/* An arena's class map: a byte a chunk, right after its header, the cls of
+ * the chunk's side-table entry (R5). One line holds a 1 MiB arena's, so the
+ * lock-free free path learns a slot's class there instead of in the run's
+ * 40-byte header (a segment's headers span 40 lines, and miss the cache
+ * where the class map does not). Written under the lock, read without it:
+ * relaxed atomics, as the bitmap's. */
+static inline uint8_t *kl_cmap(const struct kl_seg *s)
+{
+	return (uint8_t *)(uintptr_t)(s + 1);
+}
+static inline unsigned kl_chunk_class(const struct kl_seg *s, uintptr_t p)
+{
+	return __atomic_load_n(&kl_cmap(s)[(p - s->cbase) >> KL_RUN_SHIFT], __ATOMIC_RELAXED);
+}
+static inline void kl_run_set_class(struct kl_run *r, unsigned cls)
+{
+	r->cls = (uint8_t)cls;
+	__atomic_store_n(&kl_cmap(r->seg)[r - r->seg->runs], (uint8_t)cls, __ATOMIC_RELAXED);
+}
 #define KL_SEG_MAGIC         ((uintptr_t)0x6b65656c5345474dull)
 #define KL_SEG_ARENA         1
 #define KL_SEG_REGION        2
@@ -245,8 +266,8 @@ static inline uint64_t *kl_big_commit(const struct kl_seg *s)
 #define KL_REG_NODE_BYTES (KL_REG_NODE * sizeof(uintptr_t))
 _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry covers 48 bits");
 #define KL_LEAF_SHIFT (KL_SEG_SHIFT + KL_REG_NODE_BITS) /* a leaf spans 1 GiB */
-#define KL_REG_CONT ((uintptr_t)1) /* large blocks only: an arena names itself in every entry */
-#define KL_REG_TOMB ((uintptr_t)2)
+#define KL_REG_CONT   ((uintptr_t)1) /* large blocks only: an arena names itself in every entry */
+#define KL_REG_TOMB   ((uintptr_t)2)
 
 /* ---- the heap ---------------------------------------------------------------- */
 /* A size class, fixed at heap init: read without the lock. */
@@ -711,21 +732,22 @@ static inline size_t kl_slot_index(const struct kl_heap *h, const struct kl_run 
 	return (size_t)(((uint64_t)off * h->cls[r->cls - 1u].recip) >> 32);
 }
 
-/* Is p a live slot of run r (p inside r's chunk)? Reads only what stays put
- * while a slot of the run is live (class, p's own bit), so it
- * needs no lock when p is live; any other answer is settled under the lock.
- * In a run's chunk a bit is set only at a live slot's start, or 16 bytes
- * on as the mark of an aligned slot of 32 bytes or more (kl_small_alloc):
- * so p at a multiple of the slot size with its bit set is a live slot (the
- * chunk's tail past the last slot has no bits). */
-static inline int kl_small_is_live(const struct kl_heap *h, const struct kl_seg *s,
-                                   const struct kl_run *r, uintptr_t p)
+/* Is p a live slot of class cls (its chunk's class map byte: the class + 1,
+ * or 0 for no run) in arena s? Reads only what stays put while a slot of
+ * the run is live (the class, p's own bit), so it needs no lock when p is
+ * live; any other answer is settled under the lock. In a run's chunk a bit
+ * is set only at a live slot's start, or 16 bytes on as the mark of an
+ * aligned slot of 32 bytes or more (kl_small_alloc): so p at a multiple of
+ * the slot size with its bit set is a live slot (the chunk's tail past the
+ * last slot has no bits). */
+static inline int kl_slot_live(const struct kl_heap *h, const struct kl_seg *s, unsigned cls,
+                               uintptr_t p)
 {
-	unsigned cls = r->cls;
 	if (cls - 1u >= KL_NCLASSES)
 		return 0;
+	const struct kl_class *c = &h->cls[cls - 1u];
 	uintptr_t off = (p - s->cbase) & (KL_RUN - 1);
-	return kl_slot_index(h, r, off) * h->cls[cls - 1u].size == off && kl_bit_get(s, p);
+	return (((uint64_t)off * c->recip) >> 32) * c->size == off && kl_bit_get(s, p);
 }
 
 #endif

@@ -103,7 +103,8 @@ static void seg_init_arena(struct kl_heap *h, struct kl_seg *s, size_t bytes, in
 	uintptr_t base = (uintptr_t)s, end = base + bytes;
 	uintptr_t cbase = kl_align_down(base, KL_RUN);
 	size_t nchunks = (end - cbase + KL_RUN - 1) >> KL_RUN_SHIFT;
-	uintptr_t runs = kl_align_up(base + sizeof(struct kl_seg), 16);
+	uintptr_t runs =
+	        kl_align_up(base + sizeof(struct kl_seg) + nchunks, 16); /* past the cmap */
 	uintptr_t bits = kl_align_up(runs + nchunks * sizeof(struct kl_run), 8);
 	size_t nbits = (end - cbase) >> KL_GRAN_SHIFT;
 	size_t commit = kind == KL_SEG_ARENA && bytes == KL_BIG ? KL_BIG / KL_PAGE / 8 : 0;

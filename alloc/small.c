@@ -84,7 +84,7 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 		r->seg = s;
 	}
 	struct kl_class *c = &h->cls[cls];
-	r->cls = (uint8_t)(cls + 1);
+	kl_run_set_class(r, cls + 1);
 	r->nslots = kl_class_nslots(c);
 	r->nfree = r->nslots;
 	r->bump = 0;
@@ -232,7 +232,7 @@ static void run_release(struct kl_heap *h, struct kl_op *op, struct kl_run *r)
 {
 	uintptr_t u = kl_run_base(r);
 	struct kl_blk *b = kl_blk_of((void *)u);
-	r->cls = 0;
+	kl_run_set_class(r, 0);
 	b->head &= ~KL_B_RUN;
 	kl_fit_give(h, op, r->seg, b);
 }

@@ -143,7 +143,7 @@ static void fake_list_head(struct kl_heap *h, unsigned fl, unsigned sl, struct k
 static unsigned char region_buf[64 << 10] __attribute__((aligned(4096)));
 static unsigned char not_ours[64] __attribute__((aligned(16)));
 
-/* Runs, slots and the free list of a run (R0-R4, B5 inside runs). */
+/* Runs, slots and the free list of a run (R0-R5, B5 inside runs). */
 static void runs(struct keel_heap *heap)
 {
 	struct kl_heap *h = kl_heap_of(heap);
@@ -189,6 +189,8 @@ static void runs(struct keel_heap *heap)
 	EXPECT(heap, "R4 partial list holds partial runs of its class");
 	SET(s->runs[0].cls, 1);
 	EXPECT(heap, "R0 side table marks exactly the run chunks");
+	SET(kl_cmap(s)[r - s->runs], 0);
+	EXPECT(heap, "R5 class map matches the side table");
 
 	/* a run block whose size no longer fits */
 	struct kl_blk *rb = kl_blk_of((void *)u);
