@@ -705,14 +705,16 @@ static inline struct kl_where kl_seg_find(const struct kl_heap *h, uintptr_t p)
 	return w;
 }
 
-/* The size class of a small request: 16-byte steps to 128, then four per
- * power of two (small.c has the table). */
+/* The size class of a small request: 16-byte steps to 128, then eight per
+ * power of two to KL_SMALL_MAX, and four past it (small.c has the table). */
 static inline unsigned kl_small_class(size_t size)
 {
 	if (size <= 128)
 		return size ? (unsigned)((size + 15) >> 4) - 1 : 0;
 	unsigned f = kl_fls(size - 1);
-	return 8 + (f - 7) * 4 + (unsigned)(((size - 1) >> (f - 2)) & 3);
+	if (size <= KL_SMALL_MAX)
+		return 8 + (f - 7) * 8 + (unsigned)(((size - 1) >> (f - 3)) & 7);
+	return 32 + (f - 10) * 4 + (unsigned)(((size - 1) >> (f - 2)) & 3);
 }
 
 static inline struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p)

@@ -230,7 +230,7 @@ KEEL_API int keel_free(struct keel_heap *heap, void *p);
 KEEL_API size_t keel_usable_size(struct keel_heap *heap, const void *p);
 
 /* Number of size classes reported in keel_stats.class_count. */
-#define KEEL_NCLASSES 28
+#define KEEL_NCLASSES 40
 
 /* Statistics, all kept as counters on the way: reading them walks nothing. */
 struct keel_stats {
