@@ -218,6 +218,12 @@ static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 	size_t low = mbin_low((unsigned)i);
 	if (b->count >= b->max && !mbin_hand_over(c, (unsigned)i))
 		return 0;
+	/* At the cap the list's own blocks go to the heap whole, if their place
+	 * there is free, to make room: a thread that only frees (a consumer)
+	 * hands on what another waits for, where every further free would go
+	 * to the heap's lists under the lock (prodcons ran twice as long). */
+	if (c->med_bytes + low > KL_CACHE_MED_BYTES && b->count)
+		mbin_hand_over(c, (unsigned)i);
 	if (c->med_bytes + low > KL_CACHE_MED_BYTES)
 		return 0;
 	bin_push(c, b, blk);

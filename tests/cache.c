@@ -217,6 +217,46 @@ static void cache_medium_kept_large_passes(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* A cache whose kept medium blocks reach its cap hands a list's blocks to
+ * the heap whole, where another cache takes them: a thread that only frees
+ * (a consumer) would otherwise keep what its producer waits for, and send
+ * every further free to the heap's lists. Pairs of blocks over 80 lists
+ * (1-32 KiB) are past any cache's cap: the firsts freed fill it, and the
+ * second of a pair whose first was kept hands that first on, which only
+ * the heap can then give to cache_b. */
+static void cache_medium_cap_hands_over(struct t *t)
+{
+	enum { NLISTS = 80 };
+	static unsigned char *first[NLISTS], *second[NLISTS];
+	static size_t size[NLISTS];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	for (unsigned i = 0; i < NLISTS; i++) {
+		size_t base = (size_t)1024 << (i / 16); /* 16 lists a doubling */
+		size[i] = base + (i % 16) * (base / 16);
+		first[i] = keel_cache_malloc(&cache_a, size[i]);
+		second[i] = keel_cache_malloc(&cache_a, size[i]);
+		T_REQUIRE(t, first[i] != NULL && second[i] != NULL);
+	}
+	for (unsigned i = 0; i < NLISTS; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, first[i]) == 0);
+	for (unsigned i = 0; i < NLISTS; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, second[i]) == 0);
+	T_CHECK_HEAP(t, t->heap);
+	unsigned handed = 0;
+	for (unsigned i = 0; i < NLISTS; i++) {
+		unsigned char *q = keel_cache_malloc(&cache_b, size[i]);
+		T_REQUIRE(t, q != NULL);
+		handed += q == first[i];
+		T_CHECK(t, keel_cache_free(&cache_b, q) == 0);
+	}
+	T_CHECK(t, handed > 0);
+	keel_cache_flush(&cache_a);
+	keel_cache_flush(&cache_b);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* More frees than a class's stack and the heap's transfer stack hold:
  * batches go back to the runs, none is lost. */
 static void cache_overflow_drains(struct t *t)
@@ -398,6 +438,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_bad_pointers),
 	T_CASE(cache_other_heap),
 	T_CASE(cache_medium_kept_large_passes),
+	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_overflow_drains),
 	T_CASE(cache_cross_free),
 	T_CASE(cache_batches_between_caches),
