@@ -13,7 +13,7 @@
  * empty, or back up KL_DRAIN from full). A full stack does not grow: a
  * thread that only frees (a consumer) would hold 64 KiB a class of what its
  * producer is waiting for (prodcons peaked 17% higher). A cache's stacks stay
- * under 1.8 MiB, and its medium bins under KL_CACHE_MED_BYTES. */
+ * under 2.3 MiB, and its medium bins under KL_CACHE_MED_BYTES. */
 static uint32_t bin_start(size_t size)
 {
 	size_t n = 16384 / size;
