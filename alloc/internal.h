@@ -258,7 +258,9 @@ static inline uint64_t *kl_big_commit(const struct kl_seg *s)
  * 8 bits in the heap, 10 bits per mapped 8 KiB node. An entry is a segment
  * pointer, with KL_REG_CONT set for the chunks after a large block's first,
  * or KL_REG_TOMB for the first chunk of a large block freed since (so a
- * second free of it reports a double free, not a stranger). */
+ * second free of it reports a double free, not a stranger). A cache keeps
+ * the leaf (1 GiB of address space) its last lookup used, so its free path
+ * reads one entry (cache.c); once a heap has caches its nodes stay. */
 #define KL_REG_BITS       (48 - KL_SEG_SHIFT)
 #define KL_REG_ROOT_BITS  8
 #define KL_REG_NODE_BITS  10
