@@ -44,7 +44,7 @@ void *kl_memcpy(void *dst, const void *src, size_t n)
 {
 #ifdef KEEL_MEMCPY
 	return KEEL_MEMCPY(dst, src, n);
-#endif
+#else
 	unsigned char *d = dst;
 	const unsigned char *s = src;
 	if ((((uintptr_t)d ^ (uintptr_t)s) & 7) == 0) {
@@ -60,6 +60,7 @@ void *kl_memcpy(void *dst, const void *src, size_t n)
 		__asm__ volatile("" ::: "memory");
 	}
 	return dst;
+#endif
 }
 
 static uintptr_t heap_lock(struct kl_heap *h)
