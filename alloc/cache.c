@@ -10,28 +10,19 @@
  * each time it runs empty and refills from the heap, up to 64 KiB (16 to 512
  * slots): an idle class holds little, and a busy one seldom reaches the heap
  * where it frees and allocates in turn (it must wander from half full to
- * empty, or back up KL_DRAIN from full). Past 128 bytes, where there are
- * eight classes a doubling, each sharing the traffic of what were four, a
- * stack holds half that (8 to 32 KiB): the same bytes a doubling, the same
- * instructions (callgrind), prodcons' peak 10% lower. A full stack does not
- * grow: a thread that only frees (a consumer) would hold a whole stack a
- * class of what its producer is waiting for (prodcons peaked 17% higher).
- * A cache's stacks stay under 1.3 MiB, and its medium bins under
- * KL_CACHE_MED_BYTES. */
-static size_t bin_bytes(size_t size)
-{
-	return size > 128 ? 8192 : 16384;
-}
-
+ * empty, or back up KL_DRAIN from full). A full stack does not grow: a
+ * thread that only frees (a consumer) would hold 64 KiB a class of what its
+ * producer is waiting for (prodcons peaked 17% higher). A cache's stacks stay
+ * under 2.3 MiB, and its medium bins under KL_CACHE_MED_BYTES. */
 static uint32_t bin_start(size_t size)
 {
-	size_t n = bin_bytes(size) / size;
+	size_t n = 16384 / size;
 	return (uint32_t)(n > 128 ? 128 : n);
 }
 
 static void bin_grow(struct kl_bin *b, size_t size)
 {
-	size_t n = 4 * bin_bytes(size) / size;
+	size_t n = 65536 / size;
 	uint32_t cap = (uint32_t)(n > 512 ? 512 : n);
 	b->max = b->max * 2 < cap ? b->max * 2 : cap;
 }

@@ -302,18 +302,16 @@ KEEL_API int keel_walk(struct keel_heap *heap, int (*visit)(const struct keel_bl
 KEEL_API size_t keel_trim(struct keel_heap *heap);
 
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.
- * It keeps bounded stacks of free small slots per size class (16 KiB, 8 KiB
- * past 128 bytes, and 4 to 128 slots, each at first; a class that keeps
- * refilling from the heap grows to four times that, at most 512 slots), so
- * the common malloc and free of a small block take no lock and no atomic
- * operation; it refills from and flushes to the heap in batches under the
- * heap's lock. A full stack hands 32 slots to the heap as one batch, which
- * the heap keeps whole (8 batches a class) for the next cache whose stack
- * runs empty: what one thread frees another allocates without either
- * touching the runs. It also keeps freed medium blocks of 1 KiB to 64 KiB
- * one by one (64 KiB of them per size, 256 KiB in all: at that cap a free
- * hands its size's blocks to the heap whole, for another cache), handed out
- * again whole to requests of their size without the lock.
+ * It keeps bounded stacks of free small slots per size class (16 KiB, and
+ * 4 to 128 slots, each at first; a class that keeps refilling from the heap
+ * grows to at most 64 KiB and 16 to 512 slots), so the common malloc and free of a small
+ * block take no lock and no atomic operation; it refills from and flushes to
+ * the heap in batches under the heap's lock. A full stack hands 32 slots to
+ * the heap as one batch, which the heap keeps whole (8 batches a class) for
+ * the next cache whose stack runs empty: what one thread frees another
+ * allocates without either touching the runs. It also keeps freed medium
+ * blocks of 1 KiB to 64 KiB one by one (64 KiB of them per size, 256 KiB in
+ * all), handed out again whole to requests of their size without the lock.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
  * and keeps interrupts off around its use). Slots and blocks in a cache still
  * count as live in keel_stats, keel_check and keel_walk until flushed (a
