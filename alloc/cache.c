@@ -360,32 +360,54 @@ void *keel_cache_malloc(struct keel_cache *cache, size_t size)
 	return cache_malloc_slow(c, size, KL_GRAN);
 }
 
-/* Every class above 128 bytes is a multiple of 32, above 256 of 64, above
- * 512 of 128, above 1 KiB of 256, and every power of two is a class: so a
- * size rounded up to a multiple of a power-of-two align (to 4 KiB) is served
- * by a class whose size is a multiple of align, and since slot i of a run
- * sits at the run's 16 KiB-aligned start plus i * size, each of its slots is
- * aligned. */
-void *keel_cache_aligned_alloc(struct keel_cache *cache, size_t align, size_t size)
+/* keel_cache_aligned_alloc's other cases: a bad or small alignment, an
+ * alignment or size past KL_SLOT_MAX, checked mode, an empty bin. */
+__attribute__((noinline)) static void *cache_aligned_slow(struct kl_cache *c, size_t align,
+                                                          size_t size)
 {
-	struct kl_cache *c = cache_of(cache);
+	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
 	if (align == 0 || (align & (align - 1)))
 		return NULL; /* as keel_aligned_alloc */
 	if (align <= KL_GRAN)
-		return keel_cache_malloc(cache, size);
+		return keel_cache_malloc((struct keel_cache *)(void *)c, size);
 	if (align > KL_SLOT_MAX || size > KL_SLOT_MAX) {
 		/* a kept medium block whose address suits, else the heap with the
 		 * size asked */
 		void *p = mbin_pop(c, size > KL_SMALL_MAX ? size : KL_SMALL_MAX + 1, align);
-		return p ? p : keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
+		return p ? p : keel_aligned_alloc(heap, align, size);
 	}
 	if (c->heap->checked) /* its caches keep nothing; and the size asked is exact */
-		return keel_aligned_alloc((struct keel_heap *)(void *)c->heap, align, size);
+		return keel_aligned_alloc(heap, align, size);
 	size_t n = kl_align_up(size ? size : 1, align);
 	unsigned cls = n <= KL_SMALL_MAX ? c->class_of[n >> KL_GRAN_SHIFT] : kl_small_class(n);
-	KL_ASSERT((c->heap->cls[cls].size & (align - 1)) == 0);
-	void *p = bin_pop(c, &c->bins[cls]);
+	void *p = bin_pop(c, &c->bins[cls]); /* size 0 comes here with its bin unread */
 	return p ? p : cache_class_slow(c, cls, n, align);
+}
+
+/* Every class is a multiple of 16, above 256 bytes of 32, above 512 of 64,
+ * above 1 KiB of 256, above 2 KiB of 512, and every power of two is a
+ * class (each range holds every such multiple): so a
+ * size rounded up to a multiple of a power-of-two align (to 4 KiB) is served
+ * by a class whose size is a multiple of align, and since slot i of a run
+ * sits at the run's 16 KiB-aligned start plus i * size, each of its slots is
+ * aligned. always_inline as keel_cache_free: the drop-in's aligned
+ * allocations pop a slot without a call. A checked heap's bins are empty
+ * (capacity 0), so its requests all reach the slow path. */
+inline __attribute__((always_inline)) void *keel_cache_aligned_alloc(struct keel_cache *cache,
+                                                                     size_t align, size_t size)
+{
+	struct kl_cache *c = cache_of(cache);
+	if (KL_LIKELY(align - (KL_GRAN + 1) < KL_SLOT_MAX - KL_GRAN && !(align & (align - 1)) &&
+	              size - 1 < KL_SLOT_MAX)) {
+		size_t n = kl_align_up(size, align);
+		unsigned cls =
+		        n <= KL_SMALL_MAX ? c->class_of[n >> KL_GRAN_SHIFT] : kl_small_class(n);
+		KL_ASSERT((c->heap->cls[cls].size & (align - 1)) == 0);
+		void *p = bin_pop(c, &c->bins[cls]);
+		if (KL_LIKELY(p != NULL))
+			return p;
+	}
+	return cache_aligned_slow(c, align, size);
 }
 
 /* Give up to n slots of the list at *list (linked as in a bin, the secret

@@ -266,11 +266,17 @@ static inline void *alloc(size_t size)
 	return p ? p : out_of_memory();
 }
 
-static void *alloc_aligned(size_t align, size_t size)
+/* NULL on failure, errno untouched (posix_memalign's way). */
+static inline void *alloc_aligned_quiet(size_t align, size_t size)
 {
 	struct keel_cache *c = my_cache();
-	void *p = c ? keel_cache_aligned_alloc(c, align, size)
-	            : keel_aligned_alloc(&heap, align, size);
+	return c ? keel_cache_aligned_alloc(c, align, size)
+	         : keel_aligned_alloc(&heap, align, size);
+}
+
+static void *alloc_aligned(size_t align, size_t size)
+{
+	void *p = alloc_aligned_quiet(align, size);
 	return p ? p : out_of_memory();
 }
 
@@ -366,9 +372,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
 	if (align < sizeof(void *) || (align & (align - 1)) || align > KEEL_MAX_ALIGN)
 		return EINVAL;
-	int saved = errno;
-	void *p = alloc_aligned(align, size);
-	errno = saved; /* posix_memalign reports through its result only */
+	void *p = alloc_aligned_quiet(align, size); /* it reports through its result only */
 	if (!p)
 		return ENOMEM;
 	*out = p;
