@@ -304,8 +304,8 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
 /* A cache: a small front end for one thread (or one CPU) over a shared heap.
  * It keeps bounded stacks of free small slots per size class (16 KiB, and
  * 4 to 128 slots, each at first; a class that keeps refilling from the heap
- * grows to at most 64 KiB and 16 to 512 slots), so the common malloc and free of a small
- * block take no lock and no atomic operation; it refills from and flushes to
+ * grows to at most 32 KiB and 8 to 512 slots), so the common malloc and free
+ * of a small block take no lock and no atomic operation; it refills from and flushes to
  * the heap in batches under the heap's lock. A full stack hands 32 slots to
  * the heap as one batch, which the heap keeps whole (8 batches a class) for
  * the next cache whose stack runs empty: what one thread frees another
