@@ -526,20 +526,18 @@ __attribute__((noinline)) static uintptr_t cache_entry_slow(struct kl_cache *c, 
 	uintptr_t top = p >> hi;
 	if (top != 0 && top != UINTPTR_MAX >> hi)
 		return 0;
-	size_t k = kl_reg_key(p);
-	uintptr_t **mid = c->heap->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-	const uintptr_t *leaf = mid ? mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)] : NULL;
+	const uintptr_t *leaf = kl_reg_leaf(c->heap, p);
 	if (!leaf)
 		return 0;
 	c->leaf = leaf;
 	c->leaf_key = p >> KL_LEAF_SHIFT;
-	return leaf[k & (KL_REG_NODE - 1)];
+	return leaf[kl_reg_key(p) & (KL_REG_NODE - 1)];
 }
 
 static inline uintptr_t cache_entry(struct kl_cache *c, uintptr_t p)
 {
 	if (KL_LIKELY(p >> KL_LEAF_SHIFT == c->leaf_key))
-		return c->leaf[(p >> KL_SEG_SHIFT) & (KL_REG_NODE - 1)];
+		return c->leaf[kl_reg_key(p) & (KL_REG_NODE - 1)];
 	return cache_entry_slow(c, p);
 }
 
@@ -611,8 +609,7 @@ inline __attribute__((always_inline)) int keel_cache_free(struct keel_cache *cac
 {
 	struct kl_cache *c = cache_of(cache);
 	uintptr_t p = (uintptr_t)ptr;
-	if (KL_LIKELY(p >> KL_LEAF_SHIFT == c->leaf_key) &&
-	    KL_LIKELY(cache_push_slot(c, p, c->leaf[(p >> KL_SEG_SHIFT) & (KL_REG_NODE - 1)])))
+	if (KL_LIKELY(cache_push_slot(c, p, cache_entry(c, p))))
 		return 0;
 	if (!ptr)
 		return 0;

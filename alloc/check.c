@@ -64,7 +64,7 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 			word &= ~(~(uint64_t)0 << (last & 63));
 		for (; word; word &= word - 1) {
 			uintptr_t p = s->cbase + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
-			size_t off = p - u, i = kl_slot_index(h, r, off);
+			size_t off = p - u, i = kl_slot_index(cl, off);
 			size_t rem = off - i * cl->size;
 			if (i >= r->nslots || (rem && (rem != KL_GRAN || cl->size == KL_GRAN)))
 				return fail(c, "B5 no stray bits inside a slot", (void *)p);

@@ -662,16 +662,18 @@ static inline size_t kl_reg_key(uintptr_t p)
 	return (size_t)((p & (((uintptr_t)1 << 48) - 1)) >> KL_SEG_SHIFT);
 }
 
-static inline uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p)
+/* The registry leaf node over p (1 GiB of entries), or NULL if none yet. */
+static inline uintptr_t *kl_reg_leaf(const struct kl_heap *h, uintptr_t p)
 {
 	size_t k = kl_reg_key(p);
 	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-	if (!mid)
-		return 0;
-	uintptr_t *leaf = mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
-	if (!leaf)
-		return 0;
-	return leaf[k & (KL_REG_NODE - 1)];
+	return mid ? mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)] : NULL;
+}
+
+static inline uintptr_t kl_reg_get(const struct kl_heap *h, uintptr_t p)
+{
+	const uintptr_t *leaf = kl_reg_leaf(h, p);
+	return leaf ? leaf[kl_reg_key(p) & (KL_REG_NODE - 1)] : 0;
 }
 
 /* The segment or region p lies in, as far as the heap can tell without
@@ -731,9 +733,9 @@ static inline uintptr_t kl_run_base(const struct kl_run *r)
 
 /* off / size for a slot offset within a run, by multiply and shift: exact
  * for off < 2^14 because recip errs by less than 2^-18 of a slot. */
-static inline size_t kl_slot_index(const struct kl_heap *h, const struct kl_run *r, uintptr_t off)
+static inline size_t kl_slot_index(const struct kl_class *c, uintptr_t off)
 {
-	return (size_t)(((uint64_t)off * h->cls[r->cls - 1u].recip) >> 32);
+	return (size_t)(((uint64_t)off * c->recip) >> 32);
 }
 
 /* Is p a live slot of class cls (its chunk's class map byte: the class + 1,
@@ -751,7 +753,7 @@ static inline int kl_slot_live(const struct kl_heap *h, const struct kl_seg *s, 
 		return 0;
 	const struct kl_class *c = &h->cls[cls - 1u];
 	uintptr_t off = (p - s->cbase) & (KL_RUN - 1);
-	return (((uint64_t)off * c->recip) >> 32) * c->size == off && kl_bit_get(s, p);
+	return kl_slot_index(c, off) * c->size == off && kl_bit_get(s, p);
 }
 
 #endif

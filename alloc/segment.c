@@ -7,12 +7,8 @@
 /* The leaf slot for p, or NULL if its nodes are not there. */
 static uintptr_t *reg_find_slot(const struct kl_heap *h, uintptr_t p)
 {
-	size_t k = kl_reg_key(p);
-	uintptr_t **mid = h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-	if (!mid)
-		return NULL;
-	uintptr_t *leaf = mid[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
-	return leaf ? &leaf[k & (KL_REG_NODE - 1)] : NULL;
+	uintptr_t *leaf = kl_reg_leaf(h, p);
+	return leaf ? &leaf[kl_reg_key(p) & (KL_REG_NODE - 1)] : NULL;
 }
 
 /* Put a zeroed node at *at unless it is there. The node is mapped with the

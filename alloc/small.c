@@ -11,9 +11,9 @@
  * KL_SMALL_MAX, four a doubling, are for aligned requests only
  * (internal.h). */
 static const uint16_t class_sizes[KL_NCLASSES] = {
-	16,   32,   48,   64,   80,   96,   112,  128,  144,  160,  176,  192,  208,  224,
-	240,  256,  288,  320,  352,  384,  416,  448,  480,  512,  576,  640,  704,  768,
-	832,  896,  960,  1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
+	16,  32,  48,  64,   80,   96,   112,  128,  144,  160,  176,  192,  208, 224,
+	240, 256, 288, 320,  352,  384,  416,  448,  480,  512,  576,  640,  704, 768,
+	832, 896, 960, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
 };
 _Static_assert(KL_SLOT_MAX == 4096, "the class table ends at KL_SLOT_MAX");
 _Static_assert(KL_RUN / 16 - 1 <= 0xffff, "slot counts fit 16 bits");
@@ -102,10 +102,10 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 /* Is next, a link read from a free slot of r, a free slot of r? */
 static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_t next)
 {
+	const struct kl_class *c = &h->cls[r->cls - 1];
 	uintptr_t off = next - kl_run_base(r);
-	size_t i = kl_slot_index(h, r, off & 0xffff);
-	return off < KL_RUN && i * h->cls[r->cls - 1].size == off && i < r->bump &&
-	       !kl_bit_get(r->seg, next);
+	size_t i = kl_slot_index(c, off & 0xffff);
+	return off < KL_RUN && i * c->size == off && i < r->bump && !kl_bit_get(r->seg, next);
 }
 
 /* The free list of r is broken (a free slot was written after its free):
@@ -222,9 +222,10 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 {
 	if (r->cls > KL_NCLASSES || r->nfree > r->nslots || r->bump > r->nslots || r->seg != s)
 		return KEEL_ECORRUPT;
+	const struct kl_class *c = &h->cls[r->cls - 1];
 	uintptr_t off = p - kl_run_base(r);
-	size_t i = kl_slot_index(h, r, off);
-	if (i * h->cls[r->cls - 1].size != off || i >= r->nslots)
+	size_t i = kl_slot_index(c, off);
+	if (i * c->size != off || i >= r->nslots)
 		return KEEL_EINTERIOR;
 	if (!kl_bit_get(s, p))
 		return i < r->bump ? KEEL_EDOUBLE : KEEL_EINTERIOR;
