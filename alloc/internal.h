@@ -357,6 +357,7 @@ struct kl_heap {
 	uint8_t nxfer[KL_NCLASSES];
 	void **mxfer[KL_NMBINS]; /* per medium list: one cache's full bin, handed over */
 	uint32_t mxfer_len[KL_NMBINS];
+	size_t mxfer_bytes; /* the lists' lower bounds, at most KL_CACHE_MED_BYTES */
 	struct kl_run *empty_runs;
 	unsigned nempty_runs;
 	/* medium: TLSF */

@@ -257,6 +257,43 @@ static void cache_medium_cap_hands_over(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* A cache that only frees medium blocks, of many sizes, holds 256 KiB of
+ * them and hands full lists on to the heap, which takes no more than 256
+ * KiB in all: the rest go back to free memory (a program that grows
+ * strings by realloc and frees them never mallocs a medium block, and one
+ * list held on per size kept 2 MiB here). */
+static void cache_medium_handed_bounded(struct t *t)
+{
+	enum { NLISTS = 32, PER = 130 }; /* 1-4 KiB; a list's 64 KiB twice over */
+	_Static_assert(2 * (65536 / 1040) + 2 <= PER, "room for the smallest size");
+	static void *p[NLISTS][PER];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	size_t n[NLISTS];
+	for (unsigned i = 0; i < NLISTS; i++) {
+		size_t base = (size_t)1024 << (i / 16);
+		size_t size = base + (i % 16) * (base / 16) + 16; /* not 2 KiB: a slot */
+		n[i] = 2 * (65536 / size) + 2;
+		for (size_t k = 0; k < n[i]; k++) {
+			p[i][k] = keel_cache_malloc(&cache_a, size);
+			T_REQUIRE(t, p[i][k] != NULL);
+		}
+	}
+	for (size_t k = 0; k < PER; k++) /* by turns, so every list has some at the cap */
+		for (unsigned i = 0; i < NLISTS; i++)
+			if (k < n[i])
+				T_CHECK(t, keel_cache_free(&cache_a, p[i][k]) == 0);
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	/* the cache's 256 KiB and the heap's, by their lists' lower bounds: a
+	 * block is at most 1/16 over its list's and has a header */
+	T_CHECK(t, st.in_use_bytes <= 2 * (256u << 10) * 17 / 16 + 2 * 256 * 16);
+	T_CHECK(t, st.in_use_bytes >= (256u << 10)); /* the cache did keep its share */
+	T_CHECK_HEAP(t, t->heap);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* More frees than a class's stack and the heap's transfer stack hold:
  * batches go back to the runs, none is lost. */
 static void cache_overflow_drains(struct t *t)
@@ -439,6 +476,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_other_heap),
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_medium_cap_hands_over),
+	T_CASE(cache_medium_handed_bounded),
 	T_CASE(cache_overflow_drains),
 	T_CASE(cache_cross_free),
 	T_CASE(cache_batches_between_caches),
