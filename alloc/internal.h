@@ -311,6 +311,7 @@ struct kl_cache {
 	uint8_t class_of[KL_SMALL_MAX / KL_GRAN + 1]; /* (size + 15) / 16 -> class */
 	size_t med_bytes;                             /* lower bounds of the kept medium blocks */
 	struct kl_bin mbins[KL_NMBINS];
+	struct kl_bin moved; /* slots realloc moved out of, on their way back to their runs */
 };
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");
 

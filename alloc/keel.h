@@ -337,6 +337,13 @@ KEEL_API int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap);
  * sizes go to the heap. */
 KEEL_API void *keel_cache_malloc(struct keel_cache *cache, size_t size);
 
+/* As keel_realloc (the same results, a block keel_aligned_alloc aligned keeps
+ * its alignment); a small block that must move to another small size gets
+ * its new slot from the cache, and its old slot goes back to its run with the
+ * next 31 others like it, under one lock: a block that outgrew its class
+ * seldom comes back to it. O(size) for the copy. */
+KEEL_API void *keel_cache_realloc(struct keel_cache *cache, void *p, size_t size);
+
 /* As keel_aligned_alloc; alignments to 4 KiB for sizes to KEEL_SLOT_MAX come
  * from the cache (O(1), no lock): the slot's size class is a multiple of align.
  * Unlike keel_aligned_alloc's, such a block does not carry its alignment

@@ -336,21 +336,7 @@ EXPORT void *realloc(void *p, size_t size)
 	 * its block (checked mode moves it, so the canary follows the size) */
 	if (size <= old && size > old / 2 && !opt_checked)
 		return p;
-	/* A small block moves through the cache, but its old slot goes back to
-	 * its run: a block that outgrew its class seldom comes back to it, and
-	 * a program growing many strings at once (a wave through every class)
-	 * left each class's stack and transfer batches full behind it, slots
-	 * no other class could use; realloc's peak fell 1.35 MB (4.7%) for the
-	 * same time (medians of 9: 0.324 and 0.327 s). */
-	if (old <= KEEL_SMALL_MAX && size <= KEEL_SMALL_MAX) {
-		void *q = alloc(size);
-		if (q) {
-			memcpy(q, p, size < old ? size : old);
-			keel_free(&heap, p);
-		}
-		return q;
-	}
-	void *q = keel_realloc(&heap, p, size);
+	void *q = c ? keel_cache_realloc(c, p, size) : keel_realloc(&heap, p, size);
 	if (!q)
 		errno = ENOMEM;
 	return q;

@@ -257,6 +257,100 @@ static void cache_medium_cap_hands_over(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* keel_cache_realloc keeps keel_realloc's contract: NULL mallocs, a block
+ * that fits stays, one that grows or shrinks keeps its bytes through small
+ * classes, medium sizes and back, 0 frees, a stranger or an interior pointer
+ * gets NULL and the heap is left as it was (unreported, as keel_realloc), a
+ * block keel_aligned_alloc aligned stays aligned; the slot a block moved
+ * out of is freed (a second free of the old pointer is a double free). */
+static void cache_realloc(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	unsigned char *p = keel_cache_realloc(&cache_a, NULL, 24);
+	T_REQUIRE(t, p != NULL);
+	t_fill(p, 24, 7);
+	T_CHECK(t, keel_cache_realloc(&cache_a, p, 20) == p); /* fits, not half empty */
+	static const size_t sizes[] = { 40, 100, 300, 1000, 1024, T_MEDIUM, 2 * T_MEDIUM, 700, 24 };
+	size_t have = 24;
+	for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		unsigned char *q = keel_cache_realloc(&cache_a, p, sizes[i]);
+		T_REQUIRE(t, q != NULL);
+		size_t keep = sizes[i] < have ? sizes[i] : have;
+		T_CHECK(t, t_verify(q, keep, 7));
+		if (q != p && have <= 1024 && sizes[i] <= 1024)
+			T_CHECK(t, keel_cache_free(&cache_a, p) == KEEL_EDOUBLE);
+		t_fill(q, sizes[i], 7);
+		p = q;
+		have = sizes[i];
+	}
+	T_CHECK(t, keel_cache_realloc(&cache_a, p, 0) == NULL); /* frees */
+	/* keel_aligned_alloc's alignment goes with the block, as in keel_realloc */
+	p = keel_aligned_alloc(t->heap, 256, 40);
+	T_REQUIRE(t, p != NULL);
+	for (size_t size = 100; size <= 1000; size += 300) {
+		p = keel_cache_realloc(&cache_a, p, size);
+		T_REQUIRE(t, p != NULL);
+		T_CHECK(t, T_ALIGNED(p, 256));
+	}
+	T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+	/* bad pointers: NULL, and nothing changed */
+	unsigned char *b = keel_cache_malloc(&cache_a, 64);
+	T_REQUIRE(t, b != NULL);
+	t_fill(b, 64, 3);
+	struct keel_stats before, after;
+	T_REQUIRE(t, keel_stats(t->heap, &before) == 0);
+	uint64_t local = 42;
+	T_CHECK(t, keel_cache_realloc(&cache_a, &local, 64) == NULL);
+	T_CHECK(t, keel_cache_realloc(&cache_a, t_env_foreign_pointer(), 64) == NULL);
+	T_CHECK(t, keel_cache_realloc(&cache_a, b + 16, 200) == NULL);
+	T_CHECK(t, keel_cache_realloc(&cache_a, b + 1, 20) == NULL);
+	T_REQUIRE(t, keel_stats(t->heap, &after) == 0);
+	T_CHECK(t, local == 42 && t_verify(b, 64, 3));
+	T_CHECK(t, before.live_blocks == after.live_blocks &&
+	                   before.in_use_bytes == after.in_use_bytes);
+	T_CHECK(t, keel_cache_free(&cache_a, b) == 0);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
+/* Many blocks grown together through every small class (strings appended
+ * to in turn) leave no class holding their old slots: once the wave has
+ * passed, what is in use beyond the blocks is at most a refill a class, not
+ * each class's whole stack and transfer batches (about 3 MB here when the
+ * old slots stayed in the cache). */
+static void cache_realloc_wave(struct t *t)
+{
+	enum { N = 2000 };
+	static unsigned char *p[N];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	for (unsigned i = 0; i < N; i++) {
+		p[i] = keel_cache_malloc(&cache_a, 16);
+		T_REQUIRE(t, p[i] != NULL);
+		p[i][0] = (unsigned char)i;
+	}
+	for (size_t size = 32; size <= 1024; size += 16)
+		for (unsigned i = 0; i < N; i++) {
+			unsigned char *q = keel_cache_realloc(&cache_a, p[i], size);
+			T_REQUIRE(t, q != NULL);
+			T_CHECK(t, q[0] == (unsigned char)i);
+			p[i] = q;
+		}
+	struct keel_stats st;
+	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
+	/* a refill is a quarter of a 32 KiB stack: 8 KiB and a slot a class */
+	T_CHECK(t, st.in_use_bytes <= (size_t)N * 1024 + KEEL_NCLASSES * (8u << 10) + 64 * 1024);
+	T_CHECK_HEAP(t, t->heap);
+	for (unsigned i = 0; i < N; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* A cache that only frees medium blocks, of many sizes, holds 256 KiB of
  * them and hands full lists on to the heap, which takes no more than 256
  * KiB in all: the rest go back to free memory (a program that grows
@@ -477,6 +571,8 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_medium_handed_bounded),
+	T_CASE(cache_realloc),
+	T_CASE(cache_realloc_wave),
 	T_CASE(cache_overflow_drains),
 	T_CASE(cache_cross_free),
 	T_CASE(cache_batches_between_caches),

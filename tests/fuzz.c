@@ -438,7 +438,9 @@ static void step(struct in *in, unsigned op, unsigned slot, uint8_t tag)
 			break;
 		if (b->p)
 			verify(b);
-		unsigned char *p = keel_realloc(&heap, b->p, size);
+		unsigned char *p =
+		        tag & 4 ? keel_cache_realloc(tag & 1 ? &cache2 : &cache, b->p, size)
+		                : keel_realloc(&heap, b->p, size);
 		if (!p) {
 			if (b->p && size == 0) { /* freed */
 				forget(slot);
