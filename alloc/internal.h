@@ -293,6 +293,15 @@ struct kl_bin {
 	void **head;
 	uint32_t count, max;
 };
+/* A small class's bin: the stack the fast paths pop and push up to max, and
+ * past max a spill list, which goes to the heap whole once it holds ndrain
+ * slots (one lock, no walk) and which an empty stack takes back first. The
+ * two together hold max + ndrain slots at most, the class's capacity. */
+struct kl_sbin {
+	struct kl_bin b;
+	void **spill;
+	uint32_t nspill, ndrain;
+};
 /* A cache also keeps freed medium blocks of 1 KiB to 64 KiB: one bin per
  * TLSF list (2^f + i * 2^(f-4) for f = 10..15, i = 0..15), whose blocks all
  * hold any request that rounds to the list's lower bound. K1 holds for them
@@ -307,7 +316,7 @@ struct kl_cache {
 	uintptr_t secret;
 	uintptr_t leaf_key;    /* p >> KL_LEAF_SHIFT for the pointers leaf covers, or none */
 	const uintptr_t *leaf; /* the registry leaf the cache's last free looked in */
-	struct kl_bin bins[KL_NCLASSES];
+	struct kl_sbin bins[KL_NCLASSES];
 	uint8_t class_of[KL_SMALL_MAX / KL_GRAN + 1]; /* (size + 15) / 16 -> class */
 	size_t med_bytes;                             /* lower bounds of the kept medium blocks */
 	struct kl_bin mbins[KL_NMBINS];

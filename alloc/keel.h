@@ -306,8 +306,9 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * 4 to 128 slots, each at first; a class that keeps refilling from the heap
  * grows to at most 32 KiB and 8 to 512 slots), so the common malloc and free
  * of a small block take no lock and no atomic operation; it refills from and flushes to
- * the heap in batches under the heap's lock. A full stack hands 32 slots to
- * the heap as one batch, which the heap keeps whole (8 batches a class) for
+ * the heap in batches under the heap's lock. Past a full stack, frees go on
+ * a spill list that is handed to the heap as one batch of up to 32 slots
+ * (O(1), nothing walked), which the heap keeps whole (8 batches a class) for
  * the next cache whose stack runs empty: what one thread frees another
  * allocates without either touching the runs. It also keeps freed medium
  * blocks of 1 KiB to 64 KiB one by one (64 KiB of them per size, 256 KiB in
@@ -322,7 +323,7 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * go back to the heap they came from.
  * Misuse is caught as by keel_free: a double free of a block sitting in any
  * cache of the heap is recognised by a per-heap secret written into it. */
-#define KEEL_CACHE_BYTES 2304
+#define KEEL_CACHE_BYTES 3072
 struct keel_cache {
 	unsigned char opaque[KEEL_CACHE_BYTES];
 } __attribute__((aligned(64)));
