@@ -464,7 +464,7 @@ static uint32_t slots_back(struct kl_heap *h, struct kl_op *op, void ***list, ui
 		if (!seg || (uintptr_t)s - seg->base >= seg->bytes)
 			seg = kl_seg_find(h, (uintptr_t)s).seg;
 		unsigned cls = kl_chunk_class(seg, (uintptr_t)s) - 1;
-		KL_ASSERT(kl_slot_live(h, seg, cls + 1, (uintptr_t)s));
+		KL_ASSERT(kl_slot_live(seg, cls + 1, (uintptr_t)s));
 		kl_small_free(h, op, seg, kl_run_of(seg, (uintptr_t)s), (uintptr_t)s);
 		bytes += h->cls[cls].size;
 		h->class_live[cls]--;
@@ -586,7 +586,7 @@ static inline int cache_push_slot(struct kl_cache *c, uintptr_t p, uintptr_t e)
 		return 0;
 	unsigned cls = kl_chunk_class(s, p); /* read once: a live slot's run keeps it */
 	void **slot = (void **)p;
-	if (!kl_slot_live(c->heap, s, cls, p) || slot[1] == (void *)c->secret)
+	if (!kl_slot_live(s, cls, p) || slot[1] == (void *)c->secret)
 		return 0;
 	struct kl_sbin *sb = &c->bins[cls - 1];
 	if (KL_LIKELY(sb->b.count < sb->b.max))
@@ -614,7 +614,7 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 		if (cls == 0 && mbin_push(c, s, p))
 			return 0;
 		void **slot = ptr;
-		if (kl_slot_live(h, s, cls, p)) {
+		if (kl_slot_live(s, cls, p)) {
 			if (slot[1] == (void *)c->secret)
 				return KEEL_EDOUBLE; /* K1: it sits in a cache already */
 			struct kl_sbin *sb = &c->bins[cls - 1];
@@ -663,11 +663,12 @@ void *keel_cache_realloc(struct keel_cache *cache, void *ptr, size_t size)
 	if (size && size <= KL_SMALL_MAX && s && !(p & (KL_GRAN - 1))) {
 		unsigned cls = kl_chunk_class(s, p);
 		void **slot = ptr;
-		if (cls && kl_slot_live(h, s, cls, p) && slot[1] != (void *)c->secret) {
+		if (kl_slot_live(s, cls, p) && slot[1] != (void *)c->secret) {
 			size_t old = h->cls[cls - 1].size; /* as keel_realloc: stays if it fits */
 			if (size <= old && (size > old / 2 || kl_small_class(size) == cls - 1))
 				return ptr;
-			if (kl_bit_get(s, p + KL_GRAN) && (old & -old) > KL_GRAN) /* heap-aligned */
+			if ((kl_run_where(kl_run_of(s, p)) & KL_RUN_ALIGNED) &&
+			    (old & -old) > KL_GRAN)
 				return keel_realloc((struct keel_heap *)(void *)h, ptr, size);
 			void *q = keel_cache_malloc(cache, size);
 			if (!q)
@@ -700,7 +701,7 @@ size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 		void *const *w = ptr;
 		size_t size;
 		if (cls) {
-			size = kl_slot_live(c->heap, s, cls, p) ? c->heap->cls[cls - 1].size : 0;
+			size = kl_slot_live(s, cls, p) ? c->heap->cls[cls - 1].size : 0;
 		} else {
 			size = medium_live_size(s, p);
 			size = size ? size - KL_BLK_HDR : 0;

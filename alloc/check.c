@@ -35,7 +35,8 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
 		return fail(c, "R0 run header names a class and its segment", (void *)u);
 	struct kl_class *cl = &h->cls[r->cls - 1];
-	if (r->where != KL_RUN_EMPTY && r->nslots != kl_class_nslots(cl))
+	unsigned list = r->where & KL_RUN_LIST;
+	if (list != KL_RUN_EMPTY && r->nslots != kl_class_nslots(cl))
 		return fail(c, "R0 run slot count matches its class", (void *)u);
 	if (r->bump > r->nslots || r->nfree > r->nslots)
 		return fail(c, "R1 run counts within nslots", (void *)u);
@@ -52,8 +53,8 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (r->nfree != listed + (size_t)(r->nslots - r->bump))
 		return fail(c, "R1 nfree == listed + never used", (void *)u);
 	/* Every set bit of the run's chunk, a word of the bitmap at a time: a
-	 * slot's start (R2), or the aligned mark on the granule after a live
-	 * slot's start; anything else is a stray bit (B5). */
+	 * slot's start (R2); anything else is a stray bit (B5), which the free
+	 * path would take for a slot's start (kl_slot_live). */
 	size_t used = 0, live = 0, live_bytes = 0;
 	size_t first = kl_bit_index(s, u), last = kl_bit_index(s, u + KL_RUN);
 	for (size_t w = first >> 6; w <= (last - 1) >> 6; w++) {
@@ -66,14 +67,8 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 			uintptr_t p = s->cbase + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
 			size_t off = p - u, i = kl_slot_index(cl, off);
 			size_t rem = off - i * cl->size;
-			if (i >= r->nslots || (rem && (rem != KL_GRAN || cl->size == KL_GRAN)))
+			if (i >= r->nslots || rem)
 				return fail(c, "B5 no stray bits inside a slot", (void *)p);
-			if (rem) {
-				if (!kl_bit_get(s, p - KL_GRAN))
-					return fail(c, "B5 aligned mark only on a live slot",
-					            (void *)p);
-				continue;
-			}
 			if (i >= r->bump)
 				return fail(c, "R2 never-used slot has its bit clear", (void *)p);
 			used++;
@@ -104,7 +99,8 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (used != (size_t)r->nslots - r->nfree)
 		return fail(c, "R2 live slots == bits set", (void *)u);
 	int want = r->nfree == r->nslots ? KL_RUN_EMPTY : r->nfree ? KL_RUN_PARTIAL : KL_RUN_FULL;
-	if (r->where != want)
+	if (list != (unsigned)want || (r->where & ~(KL_RUN_LIST | KL_RUN_ALIGNED)) ||
+	    (want == KL_RUN_EMPTY && (r->where & KL_RUN_ALIGNED)))
 		return fail(c, "R4 run is on the list its fill says", (void *)u);
 	if (want == KL_RUN_PARTIAL)
 		c->t.runs_partial++;
@@ -385,7 +381,8 @@ static int check_run_lists(struct checker *c)
 	for (unsigned i = 0; i < KL_NCLASSES; i++) {
 		struct kl_run *prev = NULL;
 		for (struct kl_run *r = h->partial[i]; r; prev = r, r = r->next) {
-			if (r->where != KL_RUN_PARTIAL || r->cls != i + 1 || r->prev != prev)
+			if ((r->where & KL_RUN_LIST) != KL_RUN_PARTIAL || r->cls != i + 1 ||
+			    r->prev != prev)
 				return fail(c, "R4 partial list holds partial runs of its class",
 				            r);
 			if (++partial > c->t.runs_partial)

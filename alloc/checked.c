@@ -196,8 +196,6 @@ void kl_chk_quarantine(struct kl_heap *h, struct kl_op *op, const struct kl_bloc
 		bytes = h->cls[bi->run->cls - 1].size;
 		kl_memset((void *)p, KL_POISON, bytes);
 		((uintptr_t *)p)[1] = h->secret ^ KL_QTAG;
-		if (bytes > KL_GRAN)
-			kl_bit_clear(bi->seg, p + KL_GRAN); /* the aligned mark goes now */
 	} else {
 		struct kl_blk *b = kl_blk_of((void *)p);
 		bytes = kl_medium_usable(b);

@@ -311,9 +311,9 @@ int kl_locate(struct kl_heap *h, uintptr_t p, struct kl_blockinfo *bi)
 		bi->run = r;
 		bi->kind = KEEL_KIND_SMALL;
 		bi->usable = bi->requested = h->cls[r->cls - 1].size;
-		/* an aligned slot is marked on its second granule's bit, and its
+		/* a run that served an aligned request is marked, and that slot's
 		 * class is a multiple of the alignment asked */
-		bi->align = kl_bit_get(s, p + KL_GRAN) ? bi->usable & -bi->usable : KL_GRAN;
+		bi->align = kl_run_where(r) & KL_RUN_ALIGNED ? bi->usable & -bi->usable : KL_GRAN;
 		if (h->checked) {
 			size_t len = kl_chk_small_len(p, bi->usable);
 			if (len + KL_SMALL_MARGIN + KL_SMALL_LEN > bi->usable)

@@ -164,12 +164,27 @@ struct kl_run {
 	struct kl_seg *seg;         /* the segment whose side table holds it */
 	uint16_t nfree, nslots, bump;
 	uint8_t cls;   /* class index + 1; 0: this chunk starts no run */
-	uint8_t where; /* KL_RUN_* list it is on */
+	uint8_t where; /* KL_RUN_* list it is on, and KL_RUN_ALIGNED */
 };
 _Static_assert(sizeof(struct kl_run) == 40, "run header is 40 bytes");
 #define KL_RUN_FULL    0
 #define KL_RUN_PARTIAL 1
 #define KL_RUN_EMPTY   2
+#define KL_RUN_LIST    3 /* where & KL_RUN_LIST: the list */
+/* A slot of the run was asked with an alignment above 16 (keel_aligned_alloc):
+ * realloc keeps a slot of such a run aligned to its class's largest power of
+ * two (which may be more than another slot of it was asked). Cleared when
+ * the run empties. where is written under the lock and read without it
+ * (keel_cache_realloc): relaxed atomics, as the bitmap's bits. */
+#define KL_RUN_ALIGNED 4
+static inline unsigned kl_run_where(const struct kl_run *r)
+{
+	return __atomic_load_n(&r->where, __ATOMIC_RELAXED);
+}
+static inline void kl_run_set_where(struct kl_run *r, unsigned where)
+{
+	__atomic_store_n(&r->where, (uint8_t)where, __ATOMIC_RELAXED);
+}
 
 /* ---- segments --------------------------------------------------------------
  * An arena segment (from the source, or a caller's region):
@@ -753,18 +768,13 @@ static inline size_t kl_slot_index(const struct kl_class *c, uintptr_t off)
  * or 0 for no run) in arena s? Reads only what stays put while a slot of
  * the run is live (the class, p's own bit), so it needs no lock when p is
  * live; any other answer is settled under the lock. In a run's chunk a bit
- * is set only at a live slot's start, or 16 bytes on as the mark of an
- * aligned slot of 32 bytes or more (kl_small_alloc): so p at a multiple of
- * the slot size with its bit set is a live slot (the chunk's tail past the
- * last slot has no bits). */
-static inline int kl_slot_live(const struct kl_heap *h, const struct kl_seg *s, unsigned cls,
-                               uintptr_t p)
+ * is set only at a live slot's start (B5; an aligned slot's mark is its
+ * run's KL_RUN_ALIGNED, not a bit), so a granule-aligned p with its bit set
+ * is a live slot's start: no division by the slot size (the chunk's tail
+ * past the last slot has no bits). */
+static inline int kl_slot_live(const struct kl_seg *s, unsigned cls, uintptr_t p)
 {
-	if (cls - 1u >= KL_NCLASSES)
-		return 0;
-	const struct kl_class *c = &h->cls[cls - 1u];
-	uintptr_t off = (p - s->cbase) & (KL_RUN - 1);
-	return kl_slot_index(c, off) * c->size == off && kl_bit_get(s, p);
+	return cls - 1u < KL_NCLASSES && !(p & (KL_GRAN - 1)) && kl_bit_get(s, p);
 }
 
 #endif

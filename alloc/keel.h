@@ -199,7 +199,10 @@ KEEL_API void *keel_calloc(struct keel_heap *heap, size_t n, size_t size);
  * keel_source.decommit, grows in place while the room after it is free); a
  * large block while size fits and keeps more
  * than half of its pages in use (a smaller one moves, so the pages go back).
- * When it moves, the new block keeps the alignment p was allocated with. On
+ * When it moves, the new block keeps the alignment p was allocated with (a
+ * small block of up to 4 KiB that keel_aligned_alloc gave, or one sharing its
+ * slot run with such a block, keeps its size class's largest power of two,
+ * which holds the alignment asked). On
  * failure (exhaustion, or p not a live block of this heap) NULL is returned
  * and p is left untouched. Bounded time in place; a move adds a keel_malloc,
  * an O(min(old, new)) copy and a keel_free. Thread-safe. */

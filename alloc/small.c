@@ -44,6 +44,12 @@ int kl_small_class_aligned(const struct kl_heap *h, size_t size, size_t align)
 	return -1;
 }
 
+/* Move r to another list state, keeping its KL_RUN_ALIGNED. */
+static void run_list(struct kl_run *r, unsigned list)
+{
+	kl_run_set_where(r, (kl_run_where(r) & KL_RUN_ALIGNED) | list);
+}
+
 static void run_unlink(struct kl_run **list, struct kl_run *r)
 {
 	if (r->prev)
@@ -93,7 +99,7 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 	r->nfree = r->nslots;
 	r->bump = 0;
 	r->free = NULL;
-	r->where = KL_RUN_PARTIAL;
+	kl_run_set_where(r, KL_RUN_PARTIAL); /* not KL_RUN_ALIGNED: a fresh run */
 	run_push(&h->partial[cls], r);
 	h->small_free_bytes += (size_t)r->nslots * c->size;
 	return r;
@@ -140,10 +146,10 @@ static int slot_poisoned(const struct kl_class *c, uintptr_t p)
 
 /* A slot of class cls, or NULL if no run has one and no new run can be had
  * (without a new segment unless grow is set). aligned marks it as asked with
- * an alignment above 16, so realloc keeps that alignment: the bit of the
- * slot's second granule, unused otherwise, records it (classes of 32 bytes
- * and more). Free-list links are stored encoded (kl_link): a link that does
- * not decode to a free slot of the run is reported and never followed. */
+ * an alignment above 16, so realloc keeps that alignment: its run's
+ * KL_RUN_ALIGNED records it (a bit in the bitmap did until the free path
+ * stopped dividing by the slot size, kl_slot_live). Free-list links are stored encoded (kl_link): a
+ * link that does not decode to a free slot of the run is reported and never followed. */
 void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned, int grow)
 {
 	struct kl_class *c = &h->cls[cls];
@@ -174,7 +180,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 		}
 		if (--r->nfree == 0) {
 			run_unlink(&h->partial[cls], r);
-			r->where = KL_RUN_FULL;
+			run_list(r, KL_RUN_FULL);
 		}
 		kl_bit_set(r->seg, p);
 		h->small_free_bytes -= c->size;
@@ -183,7 +189,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 			continue;
 		}
 		if (aligned)
-			kl_bit_set(r->seg, p + KL_GRAN);
+			kl_run_set_where(r, kl_run_where(r) | KL_RUN_ALIGNED);
 		return (void *)p;
 	}
 }
@@ -210,7 +216,7 @@ size_t kl_small_carve(struct kl_heap *h, unsigned cls, size_t n, uintptr_t *firs
 	r->nfree = (uint16_t)(r->nfree - n);
 	if (r->nfree == 0) {
 		run_unlink(&h->partial[cls], r);
-		r->where = KL_RUN_FULL;
+		run_list(r, KL_RUN_FULL);
 	}
 	h->small_free_bytes -= n * size;
 	return n;
@@ -247,20 +253,18 @@ void kl_small_free(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct
 {
 	struct kl_class *c = &h->cls[r->cls - 1];
 	kl_bit_clear(s, p);
-	if (c->size > KL_GRAN)
-		kl_bit_clear(s, p + KL_GRAN);
 	*(uintptr_t *)p = kl_link(h, p, (uintptr_t)r->free);
 	r->free = (void *)p;
 	h->small_free_bytes += c->size;
 	if (r->nfree++ == 0) {
 		run_push(&h->partial[r->cls - 1], r);
-		r->where = KL_RUN_PARTIAL;
+		run_list(r, KL_RUN_PARTIAL);
 	}
 	if (r->nfree == r->nslots) {
 		run_unlink(&h->partial[r->cls - 1], r);
 		h->small_free_bytes -= (size_t)r->nslots * c->size;
 		if (h->nempty_runs < KL_EMPTY_RUNS_MAX) {
-			r->where = KL_RUN_EMPTY;
+			kl_run_set_where(r, KL_RUN_EMPTY); /* and no longer aligned */
 			run_push(&h->empty_runs, r);
 			h->nempty_runs++;
 		} else {
