@@ -567,12 +567,14 @@ static inline uintptr_t cache_entry(struct kl_cache *c, uintptr_t p)
  * The registry names only the heap's own segments (its entries are written
  * before a segment is used and cleared before it goes back), so an arena
  * found here is one of ours, and p lies in it: arenas from the source are
- * whole aligned segments, every entry naming it (S2). Regions are not in
- * the registry and take the slow paths. */
+ * whole aligned segments, every entry naming it bare (S2), where a large
+ * block's carry a tag, so the entry alone tells an arena. Regions are not
+ * in the registry and take the slow paths. */
 static inline const struct kl_seg *entry_arena(uintptr_t e)
 {
 	const struct kl_seg *s = (const struct kl_seg *)e;
-	return e && !(e & (KL_REG_CONT | KL_REG_TOMB)) && s->kind == KL_SEG_ARENA ? s : NULL;
+	KL_ASSERT(!s || (e & KL_REG_TAGS) || s->kind == KL_SEG_ARENA);
+	return e && !(e & KL_REG_TAGS) ? s : NULL;
 }
 
 /* Push p, whose registry entry is e, on its bin if p is a live small slot

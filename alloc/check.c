@@ -250,8 +250,9 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 static int check_registry(struct checker *c, struct kl_seg *s)
 {
 	for (uintptr_t a = s->base; a < s->base + s->bytes; a += KL_SEG) {
-		uintptr_t cont = a == s->base || s->kind == KL_SEG_ARENA ? 0 : KL_REG_CONT;
-		uintptr_t want = (uintptr_t)s | cont;
+		int large = s->kind != KL_SEG_ARENA;
+		uintptr_t want = (uintptr_t)s | (large ? KL_REG_LARGE : 0) |
+		                 (large && a != s->base ? KL_REG_CONT : 0);
 		if (kl_reg_get(c->h, a) != want)
 			return fail(c, "S2 registry names the segment over its range", (void *)a);
 	}

@@ -271,9 +271,11 @@ static inline uint64_t *kl_big_commit(const struct kl_seg *s)
 /* ---- registry --------------------------------------------------------------
  * A three-level radix over the 48-bit address space at segment granularity:
  * 8 bits in the heap, 10 bits per mapped 8 KiB node. An entry is a segment
- * pointer, with KL_REG_CONT set for the chunks after a large block's first,
- * or KL_REG_TOMB for the first chunk of a large block freed since (so a
- * second free of it reports a double free, not a stranger). A cache keeps
+ * pointer: an arena's bare in every entry; a large block's with
+ * KL_REG_LARGE, and KL_REG_CONT set for the chunks after its first; or
+ * KL_REG_TOMB alone for the first chunk of a large block freed since (so a
+ * second free of it reports a double free, not a stranger). So the free
+ * path knows an arena by its entry, without reading the segment. A cache keeps
  * the leaf (1 GiB of address space) its last lookup used, so its free path
  * reads one entry (cache.c); once a heap has caches its nodes stay. */
 #define KL_REG_BITS       (48 - KL_SEG_SHIFT)
@@ -283,8 +285,10 @@ static inline uint64_t *kl_big_commit(const struct kl_seg *s)
 #define KL_REG_NODE_BYTES (KL_REG_NODE * sizeof(uintptr_t))
 _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry covers 48 bits");
 #define KL_LEAF_SHIFT (KL_SEG_SHIFT + KL_REG_NODE_BITS) /* a leaf spans 1 GiB */
-#define KL_REG_CONT   ((uintptr_t)1) /* large blocks only: an arena names itself in every entry */
+#define KL_REG_CONT   ((uintptr_t)1)
 #define KL_REG_TOMB   ((uintptr_t)2)
+#define KL_REG_LARGE  ((uintptr_t)4)
+#define KL_REG_TAGS   (KL_REG_CONT | KL_REG_TOMB | KL_REG_LARGE)
 
 /* ---- the heap ---------------------------------------------------------------- */
 /* A size class, fixed at heap init: read without the lock. */
@@ -725,7 +729,7 @@ static inline struct kl_where kl_seg_find(const struct kl_heap *h, uintptr_t p)
 		w.err = KEEL_EDOUBLE;
 		return w;
 	}
-	struct kl_seg *s = (struct kl_seg *)(e & ~(KL_REG_CONT | KL_REG_TOMB));
+	struct kl_seg *s = (struct kl_seg *)(e & ~KL_REG_TAGS);
 	if (s->magic != (KL_SEG_MAGIC ^ (uintptr_t)s) || s->heap != h)
 		w.err = KEEL_ECORRUPT;
 	else if (p - s->base >= s->bytes) /* past a large block, in its last chunk */

@@ -44,13 +44,13 @@ static int reg_prepare(struct kl_heap *h, struct kl_op *op, uintptr_t p)
 	return reg_node_ensure(h, op, (void **)leaf);
 }
 
-/* Enter s over [base, base+bytes): the first entry names s, the rest name it
- * with cont (KL_REG_CONT for a large block, 0 for an arena). Makes every node first, so a refusal
+/* Enter s over [base, base+bytes): an arena bare in every entry, a large
+ * block with KL_REG_LARGE and, past its first, KL_REG_CONT. Makes every node first, so a refusal
  * changes nothing (nodes made on the way stay for later and go back in keel_trim). Making a node
  * drops the lock, and a keel_trim meanwhile may take back a node that indexes nothing yet: so check
  * them all again, lock held. */
 static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintptr_t base,
-                   size_t bytes, uintptr_t cont)
+                   size_t bytes, int large)
 {
 	uintptr_t a;
 	do {
@@ -61,7 +61,8 @@ static int reg_add(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uintpt
 			;
 	} while (a < base + bytes);
 	for (a = base; a < base + bytes; a += KL_SEG)
-		*reg_find_slot(h, a) = (uintptr_t)s | (a == base ? 0 : cont);
+		*reg_find_slot(h, a) = (uintptr_t)s | (large ? KL_REG_LARGE : 0) |
+		                       (large && a != base ? KL_REG_CONT : 0);
 	return 0;
 }
 
@@ -385,7 +386,7 @@ static void *large_alloc_checked(struct kl_heap *h, struct kl_op *op, size_t siz
 	large_init(h, s, base, bytes);
 	s->user = align <= KL_PAGE ? kl_align_down(tail - body, align) : base + lead;
 	s->usable = size;
-	if (reg_add(h, op, s, base, bytes, KL_REG_CONT) != 0) {
+	if (reg_add(h, op, s, base, bytes, 1) != 0) {
 		h->source_bytes -= bytes;
 		s->magic = 0;
 		kl_op_unmap(h, op, m, bytes);
@@ -424,7 +425,7 @@ void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t al
 		large_init(h, s, (uintptr_t)m, bytes);
 		s->user = (uintptr_t)m;
 		s->usable = bytes - KL_LARGE_HDR;
-		if (reg_add(h, op, s, (uintptr_t)m, bytes, KL_REG_CONT) != 0) {
+		if (reg_add(h, op, s, (uintptr_t)m, bytes, 1) != 0) {
 			h->source_bytes -= bytes;
 			s->magic = 0;
 			kl_op_unmap(h, op, m, bytes);

@@ -301,6 +301,17 @@ static void segments(struct keel_heap *heap)
 	                    [(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)][k & (KL_REG_NODE - 1)];
 	SET(*slot, *slot | KL_REG_CONT);
 	EXPECT(heap, "S2 registry names the segment over its range");
+	SET(*slot, *slot | KL_REG_LARGE);
+	EXPECT(heap, "S2 registry names the segment over its range");
+	/* a large block's entry without its tag: the free path would read the
+	 * block as an arena */
+	size_t lk = kl_reg_key(ls->base);
+	uintptr_t *lslot =
+	        &h->reg_root[lk >> (2 * KL_REG_NODE_BITS)]
+	                    [(lk >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)][lk & (KL_REG_NODE - 1)];
+	require((*lslot & KL_REG_TAGS) == KL_REG_LARGE, "a large block's first entry is tagged");
+	SET(*lslot, *lslot & ~KL_REG_TAGS);
+	EXPECT(heap, "S2 registry names the segment over its range");
 	SET(h->nsegs, h->nsegs - 1);
 	EXPECT(heap, "S0 segment list is as long as its count");
 	SET(h->segs->next->prev, h->segs->next);
