@@ -99,6 +99,18 @@ static void cache_bin_broken(struct kl_cache *c, struct kl_bin *b)
 	b->count = 0;
 }
 
+/* Make list (n slots, linked as in a bin) the empty bin b's stack and pop
+ * its top; NULL if that lost its secret (the list reported and dropped). */
+static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32_t n)
+{
+	b->head = list;
+	b->count = n;
+	void *s = bin_pop(c, b);
+	if (!s)
+		cache_bin_broken(c, b);
+	return s;
+}
+
 /* ---- medium blocks (1 KiB to 64 KiB) ----------------------------------------
  * Freed blocks are kept one by one, a bin per free list (internal.h). A bin
  * holds 64 KiB of blocks, a cache KL_CACHE_MED_BYTES; a full bin is handed to
@@ -287,26 +299,23 @@ static void *cache_refill(struct kl_cache *c, unsigned cls, size_t size, size_t 
 	struct kl_op op;
 	int fresh;
 	if (sb->spill && !b->head) { /* the class's own spill list first, no lock */
-		b->head = sb->spill;
-		b->count = sb->nspill;
+		void **list = sb->spill;
 		sb->spill = NULL;
+		void *s = bin_adopt(c, b, list, sb->nspill);
 		sb->nspill = 0;
-		void *s = bin_pop(c, b);
 		if (s)
 			return s;
-		cache_bin_broken(c, b);
 	}
 	bin_grow(sb, csize);
 	kl_op_begin(h, &op);
 	if (h->nxfer[cls] && !b->head) { /* a batch another cache gave (still live) */
 		unsigned k = --h->nxfer[cls];
-		b->head = h->xfer[cls][k];
-		b->count = h->xfer_len[cls][k];
+		void **list = h->xfer[cls][k];
+		uint32_t n = h->xfer_len[cls][k];
 		kl_op_end(h, &op);
-		void *s = bin_pop(c, b);
+		void *s = bin_adopt(c, b, list, n);
 		if (s)
 			return s;
-		cache_bin_broken(c, b);
 		kl_op_begin(h, &op);
 	}
 	void *p = kl_small_alloc(h, &op, cls, 0, 0);
@@ -600,10 +609,10 @@ static inline int cache_push_slot(struct kl_cache *c, uintptr_t p, uintptr_t e)
 	return 1;
 }
 
-/* keel_cache_free's other cases: a pointer outside the cache's registry
- * leaf (the leaf is looked up, and kept if it exists), checked mode, a
- * medium block, a pointer the fast path could not vouch for (keel_free
- * settles it under the lock), a full bin. */
+/* keel_cache_free's other cases: checked mode, a medium block, a slot sitting
+ * in a cache already, a pointer the fast path could not vouch for (keel_free
+ * settles it under the lock). A live slot not in a cache never comes here:
+ * the fast path keeps it, on its stack or its spill list. */
 __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *ptr)
 {
 	struct kl_heap *h = c->heap;
@@ -615,17 +624,8 @@ __attribute__((noinline)) static int cache_free_slow(struct kl_cache *c, void *p
 		unsigned cls = kl_chunk_class(s, p);
 		if (cls == 0 && mbin_push(c, s, p))
 			return 0;
-		void **slot = ptr;
-		if (kl_slot_live(s, cls, p)) {
-			if (slot[1] == (void *)c->secret)
-				return KEEL_EDOUBLE; /* K1: it sits in a cache already */
-			struct kl_sbin *sb = &c->bins[cls - 1];
-			if (sb->b.count < sb->b.max)
-				bin_push(c, &sb->b, slot);
-			else
-				cache_spill(c, cls - 1, slot);
-			return 0;
-		}
+		if (kl_slot_live(s, cls, p) && ((void **)ptr)[1] == (void *)c->secret)
+			return KEEL_EDOUBLE; /* K1: it sits in a cache already */
 	}
 	return keel_free((struct keel_heap *)(void *)h, ptr);
 }
@@ -662,7 +662,7 @@ void *keel_cache_realloc(struct keel_cache *cache, void *ptr, size_t size)
 	if (!ptr)
 		return keel_cache_malloc(cache, size);
 	const struct kl_seg *s = h->checked ? NULL : entry_arena(cache_entry(c, p));
-	if (size && size <= KL_SMALL_MAX && s && !(p & (KL_GRAN - 1))) {
+	if (size && size <= KL_SMALL_MAX && s) {
 		unsigned cls = kl_chunk_class(s, p);
 		void **slot = ptr;
 		if (kl_slot_live(s, cls, p) && slot[1] != (void *)c->secret) {

@@ -70,6 +70,17 @@ static void run_push(struct kl_run **list, struct kl_run *r)
 	*list = r;
 }
 
+/* n slots of r, a run of class cls on its partial list, were handed out:
+ * a run left with none leaves the list. */
+static void run_taken(struct kl_heap *h, unsigned cls, struct kl_run *r, size_t n)
+{
+	r->nfree = (uint16_t)(r->nfree - n);
+	if (r->nfree == 0) {
+		run_unlink(&h->partial[cls], r);
+		run_list(r, KL_RUN_FULL);
+	}
+}
+
 /* A run for class cls on the class's partial list: an empty cached run if
  * there is one, else a new RUN-aligned medium block (from a new segment too
  * if grow is set). */
@@ -147,9 +158,10 @@ static int slot_poisoned(const struct kl_class *c, uintptr_t p)
 /* A slot of class cls, or NULL if no run has one and no new run can be had
  * (without a new segment unless grow is set). aligned marks it as asked with
  * an alignment above 16, so realloc keeps that alignment: its run's
- * KL_RUN_ALIGNED records it (a bit in the bitmap did until the free path
- * stopped dividing by the slot size, kl_slot_live). Free-list links are stored encoded (kl_link): a
- * link that does not decode to a free slot of the run is reported and never followed. */
+ * KL_RUN_ALIGNED records it, not a bitmap bit (kl_slot_live counts on bits
+ * at slot starts only). Free-list links are stored encoded (kl_link): a
+ * link that does not decode to a free slot of the run is reported and
+ * never followed. */
 void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int aligned, int grow)
 {
 	struct kl_class *c = &h->cls[cls];
@@ -178,10 +190,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 			p = kl_run_base(r) + (size_t)r->bump * c->size;
 			r->bump++;
 		}
-		if (--r->nfree == 0) {
-			run_unlink(&h->partial[cls], r);
-			run_list(r, KL_RUN_FULL);
-		}
+		run_taken(h, cls, r, 1);
 		kl_bit_set(r->seg, p);
 		h->small_free_bytes -= c->size;
 		if (KL_UNLIKELY(h->checked) && reused && !slot_poisoned(c, p)) {
@@ -213,11 +222,7 @@ size_t kl_small_carve(struct kl_heap *h, unsigned cls, size_t n, uintptr_t *firs
 	for (size_t i = 0; i < n; i++)
 		kl_bit_set(r->seg, p + i * size);
 	r->bump = (uint16_t)(r->bump + n);
-	r->nfree = (uint16_t)(r->nfree - n);
-	if (r->nfree == 0) {
-		run_unlink(&h->partial[cls], r);
-		run_list(r, KL_RUN_FULL);
-	}
+	run_taken(h, cls, r, n);
 	h->small_free_bytes -= n * size;
 	return n;
 }
