@@ -627,8 +627,11 @@ __attribute__((noinline)) static void wl_aligned(struct run *run)
  * in every sample: compare allocators, not absolute figures. A replacement during which
  * the thread was preempted (its involuntary context switch count moved) says more about
  * the machine's load than about the allocator: it is counted (preempted=) and left out.
- * Blocking inside the allocator is a voluntary switch and stays in. */
+ * Blocking inside the allocator is a voluntary switch and stays in. The report splits
+ * p99.9 by block size too (up to 1 KiB, the sizes most allocators serve from slabs, and
+ * above): a tail set by one path shows which one. */
 static uint32_t *lat_malloc, *lat_free;
+static uint8_t *lat_big; /* bit 0: the malloc asked over 1 KiB; bit 1: the block freed was */
 static size_t lat_n, lat_preempted;
 
 static long involuntary_switches(void)
@@ -668,8 +671,10 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 	uint32_t *size = xmalloc(NSLOTS * sizeof *size);
 	lat_malloc = xmalloc(nsamples * sizeof *lat_malloc);
 	lat_free = xmalloc(nsamples * sizeof *lat_free);
+	lat_big = xmalloc(nsamples);
 	memset(lat_malloc, 0, nsamples * sizeof *lat_malloc);
 	memset(lat_free, 0, nsamples * sizeof *lat_free);
+	memset(lat_big, 0, nsamples);
 	uint64_t h = 0;
 	for (size_t i = 0; i < NSLOTS; i++) {
 		size[i] = (uint32_t)mixed_size(&r, 16 * KIB);
@@ -705,6 +710,7 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 		if (sw == switches) {
 			lat_free[kept] = clamp32(b - a);
 			lat_malloc[kept] = clamp32(c - b);
+			lat_big[kept] = (uint8_t)((n > KIB) | (size[i] > KIB) << 1);
 			kept++;
 		}
 		switches = sw;
@@ -732,6 +738,23 @@ static int cmp_u32(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* p99.9 of v's samples whose lat_big has bit set as want, or 0 if none (v unsorted) */
+static uint32_t band_p999(const uint32_t *v, size_t n, unsigned bit, unsigned want)
+{
+	uint32_t *w = xmalloc((n ? n : 1) * sizeof *w);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if ((lat_big[i] >> bit & 1) == want)
+			w[m++] = v[i];
+	uint32_t r = 0;
+	if (m) {
+		qsort(w, m, sizeof *w, cmp_u32);
+		r = w[m * 999 / 1000];
+	}
+	free(w);
+	return r;
+}
+
 /* percentiles of both sample arrays, after the timed part */
 static void latency_report(struct run *run)
 {
@@ -741,9 +764,12 @@ static void latency_report(struct run *run)
 		const char *name;
 		uint32_t *v;
 	} op[2] = { { "malloc", lat_malloc }, { "free", lat_free } };
-	for (int k = 0; k < 2; k++) {
+	for (unsigned k = 0; k < 2; k++) {
 		uint32_t *v = op[k].v;
 		size_t n = lat_n;
+		len += (size_t)snprintf(run->extra + len, sizeof run->extra - len,
+		                        " %s_p999_1k=%u %s_p999_big=%u", op[k].name,
+		                        band_p999(v, n, k, 0), op[k].name, band_p999(v, n, k, 1));
 		if (n == 0) /* preempted throughout: report zeros rather than read nothing */
 			v[n++] = 0;
 		qsort(v, n, sizeof *v, cmp_u32);
@@ -755,6 +781,7 @@ static void latency_report(struct run *run)
 	}
 	free(lat_malloc);
 	free(lat_free);
+	free(lat_big);
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
