@@ -507,7 +507,8 @@ $(BUILD)/test/install.tap: FORCE
 # make bench-callgrind: instructions per operation of the single-threaded
 # workloads under each allocator, into build/bench/callgrind.md.
 # Suite bench: every workload at a tiny scale under glibc prints its line and
-# the same checksum twice (under a second).
+# the same checksum twice (under a second); the suite also builds the
+# workloads with clang, whose warnings differ.
 CFLAGS_BENCH := -std=c11 -O2 -g -pthread -Wall -Wextra -Werror
 RUNS ?= 5
 
@@ -515,6 +516,10 @@ $(BUILD)/bench/bench: bench/bench.c
 	@mkdir -p $(@D)
 	$(call say,CC,$@)
 	$(Q)$(GCC) $(CFLAGS_BENCH) $< -o $@
+$(BUILD)/bench/bench-clang: bench/bench.c
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CLANG) $(CFLAGS_BENCH) $< -o $@
 bench: $(BUILD)/bench/bench $(BUILD)/libkeel.so
 	$(Q)scripts/deps
 	$(Q)scripts/bench --runs $(RUNS)
@@ -524,7 +529,7 @@ bench-callgrind: $(BUILD)/bench/bench $(BUILD)/libkeel.so
 .PHONY: bench-callgrind
 
 TAP_SUITES += bench
-$(BUILD)/test/bench.tap: $(BUILD)/bench/bench FORCE
+$(BUILD)/test/bench.tap: $(BUILD)/bench/bench $(BUILD)/bench/bench-clang FORCE
 	$(call say,TEST,$@)
 	$(Q)scripts/tap-run -t 120 $@ scripts/bench --tap
 
