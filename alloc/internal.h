@@ -329,7 +329,9 @@ struct kl_sbin {
 #define KL_MBIN_F_LO       10
 #define KL_MBIN_F_HI       15
 #define KL_NMBINS          ((KL_MBIN_F_HI - KL_MBIN_F_LO + 1) * KL_SL_COUNT)
-#define KL_CACHE_MED_BYTES ((size_t)256 << 10) /* medium bytes one cache keeps at most */
+#define KL_CACHE_MED_BYTES ((size_t)256 << 10) /* medium bytes a cache keeps on its own */
+#define KL_MED_SHARE_SHIFT 6 /* caches keep 1/64 of the live bytes more, in all (cache.c) */
+#define KL_MED_STEP        ((size_t)64 << 10) /* ... reserved this much at a time */
 struct kl_cache {
 	struct kl_heap *heap;
 	uintptr_t secret;
@@ -338,6 +340,8 @@ struct kl_cache {
 	struct kl_sbin bins[KL_NCLASSES];
 	uint8_t class_of[KL_SMALL_MAX / KL_GRAN + 1]; /* (size + 15) / 16 -> class */
 	size_t med_bytes;                             /* lower bounds of the kept medium blocks */
+	size_t med_cap;     /* med_bytes at most: KL_CACHE_MED_BYTES and the steps reserved */
+	uint32_t med_retry; /* frees past med_cap until the next reservation is asked */
 	struct kl_bin mbins[KL_NMBINS];
 	struct kl_bin moved; /* slots realloc moved out of, on their way back to their runs */
 };
@@ -386,7 +390,8 @@ struct kl_heap {
 	uint8_t nxfer[KL_NCLASSES];
 	void **mxfer[KL_NMBINS]; /* per medium list: one cache's full bin, handed over */
 	uint32_t mxfer_len[KL_NMBINS];
-	size_t mxfer_bytes; /* the lists' lower bounds, at most KL_CACHE_MED_BYTES */
+	size_t mxfer_bytes;  /* the lists' lower bounds, at most KL_CACHE_MED_BYTES */
+	size_t med_reserved; /* the KL_MED_STEPs caches hold past KL_CACHE_MED_BYTES */
 	struct kl_run *empty_runs;
 	unsigned nempty_runs;
 	/* medium: TLSF */

@@ -11,6 +11,12 @@ static size_t live_blocks(struct keel_heap *h)
 	return keel_stats(h, &st) == 0 ? st.live_blocks : (size_t)-1;
 }
 
+static size_t in_use(struct keel_heap *h)
+{
+	struct keel_stats st;
+	return keel_stats(h, &st) == 0 ? st.in_use_bytes : 0;
+}
+
 static void cache_init_bad_args(struct t *t)
 {
 	T_CHECK(t, keel_cache_init(NULL, t->heap) == KEEL_EINVAL);
@@ -352,10 +358,11 @@ static void cache_realloc_wave(struct t *t)
 }
 
 /* A cache that only frees medium blocks, of many sizes, holds 256 KiB of
- * them and hands full lists on to the heap, which takes no more than 256
- * KiB in all: the rest go back to free memory (a program that grows
- * strings by realloc and frees them never mallocs a medium block, and one
- * list held on per size kept 2 MiB here). */
+ * them (and its share of the live bytes, cache_medium_share) and hands full
+ * lists on to the heap, which takes no more than 256 KiB in all: the rest
+ * go back to free memory (a program that grows strings by realloc and frees
+ * them never mallocs a medium block, and one list held on per size kept 2
+ * MiB here). */
 static void cache_medium_handed_bounded(struct t *t)
 {
 	enum { NLISTS = 32, PER = 130 }; /* 1-4 KiB; a list's 64 KiB twice over */
@@ -372,18 +379,94 @@ static void cache_medium_handed_bounded(struct t *t)
 			T_REQUIRE(t, p[i][k] != NULL);
 		}
 	}
+	/* past 256 KiB a cache keeps up to 1/64 of the live bytes more */
+	size_t share = in_use(t->heap) / 64;
 	for (size_t k = 0; k < PER; k++) /* by turns, so every list has some at the cap */
 		for (unsigned i = 0; i < NLISTS; i++)
 			if (k < n[i])
 				T_CHECK(t, keel_cache_free(&cache_a, p[i][k]) == 0);
 	struct keel_stats st;
 	T_REQUIRE(t, keel_stats(t->heap, &st) == 0);
-	/* the cache's 256 KiB and the heap's, by their lists' lower bounds: a
-	 * block is at most 1/16 over its list's and has a header */
-	T_CHECK(t, st.in_use_bytes <= 2 * (256u << 10) * 17 / 16 + 2 * 256 * 16);
+	/* the cache's 256 KiB and share and the heap's 256 KiB, by their lists'
+	 * lower bounds: a block is at most 1/16 over its list's and has a header */
+	T_CHECK(t, st.in_use_bytes <= (2 * (256u << 10) + share) * 17 / 16 + 2 * 256 * 16);
 	T_CHECK(t, st.in_use_bytes >= (256u << 10)); /* the cache did keep its share */
 	T_CHECK_HEAP(t, t->heap);
 	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
+/* One medium block of each of the 96 lists (1 KiB to 64 KiB, 16 a
+ * doubling), smallest first, about 1.5 MiB in all, from cache (which may
+ * hand back blocks it kept). One a list: a cache at its cap hands a list on
+ * to the heap only if it holds some of the list already, so what a cache
+ * keeps of these is its own. */
+#define SPREAD 96
+static void medium_spread(struct t *t, struct keel_cache *cache, void **p)
+{
+	for (unsigned i = 0; i < SPREAD; i++) {
+		size_t base = (size_t)1024 << (i / 16);
+		p[i] = keel_cache_malloc(cache, base + (i % 16) * (base / 16) - 16);
+		T_CHECK(t, p[i] != NULL);
+	}
+}
+
+/* The bytes of p's blocks freed through cache that it kept live (kept
+ * blocks count as live in in_use_bytes). */
+static size_t free_kept(struct t *t, struct keel_cache *cache, void **p)
+{
+	size_t before = in_use(t->heap), gone = 0;
+	for (unsigned i = 0; i < SPREAD; i++) {
+		gone += keel_cache_usable_size(cache, p[i]);
+		T_CHECK(t, keel_cache_free(cache, p[i]) == 0);
+	}
+	return in_use(t->heap) - (before - gone);
+}
+
+/* A cache full of medium blocks keeps more, 64 KiB at a time, while all
+ * caches' extra stays within 1/64 of the heap's live bytes (here mostly a
+ * 16 MiB block's: four steps, 256 KiB); a cache gives its steps back as
+ * its blocks go out again, or at a flush, for another cache. Without the
+ * share a cache keeps 256 KiB. */
+static void cache_medium_share(struct t *t)
+{
+	static struct keel_cache cache_c;
+	static void *p[SPREAD], *q[SPREAD];
+	const size_t kib = 1024;
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	T_REQUIRE(t, keel_cache_init(&cache_c, t->heap) == 0);
+	void *big = keel_malloc(t->heap, (size_t)16 << 20);
+	T_REQUIRE(t, big != NULL);
+	/* 256 KiB and four steps, less the first block that found no room
+	 * (62 KiB at most), by lower bounds: a block is 1/16 over its list's */
+	medium_spread(t, &cache_b, p);
+	size_t kept = free_kept(t, &cache_a, p);
+	T_CHECK(t, kept >= 448 * kib && kept <= 512 * kib * 17 / 16);
+	/* the share is spent (the 1.5 MiB more live add 24 KiB to it) */
+	medium_spread(t, &cache_c, q);
+	kept = free_kept(t, &cache_b, q);
+	T_CHECK(t, kept >= 192 * kib && kept <= 256 * kib * 17 / 16);
+	T_CHECK_HEAP(t, t->heap);
+	/* cache_a hands out every block it kept and gives its steps back */
+	medium_spread(t, &cache_a, p);
+	medium_spread(t, &cache_b, q);
+	kept = free_kept(t, &cache_c, q);
+	T_CHECK(t, kept >= 448 * kib && kept <= 512 * kib * 17 / 16);
+	/* and once cache_c is flushed, cache_a keeps as much (having given
+	 * its steps back, it asks for one again at once) */
+	keel_cache_flush(&cache_c);
+	medium_spread(t, &cache_b, q);
+	kept = free_kept(t, &cache_a, q);
+	T_CHECK(t, kept >= 448 * kib && kept <= 512 * kib * 17 / 16);
+	T_CHECK_HEAP(t, t->heap);
+	for (unsigned i = 0; i < SPREAD; i++)
+		T_CHECK(t, keel_cache_free(&cache_c, p[i]) == 0);
+	keel_cache_flush(&cache_a);
+	keel_cache_flush(&cache_b);
+	keel_cache_flush(&cache_c);
+	T_CHECK(t, keel_free(t->heap, big) == 0);
 	T_CHECK(t, live_blocks(t->heap) == 0);
 	T_CHECK_HEAP(t, t->heap);
 }
@@ -571,6 +654,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_medium_handed_bounded),
+	T_CASE(cache_medium_share),
 	T_CASE(cache_realloc),
 	T_CASE(cache_realloc_wave),
 	T_CASE(cache_overflow_drains),
