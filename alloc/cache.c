@@ -120,9 +120,10 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
  * bin, or a bin the heap holds. */
 
 /* A cache full of medium blocks may keep more, KL_MED_STEP at a time
- * reserved under the lock, while all caches' steps stay within 1/64 of the
- * heap's live bytes; a step goes back once the cache's blocks are two steps
- * under its cap, and all of them at keel_cache_flush. Sizes spread over
+ * reserved under the lock, granted while all caches' steps stay within 1/64
+ * of the heap's live bytes of the moment (a heap whose live bytes fall
+ * later takes nothing back by force); a step goes back once the cache's
+ * blocks are two steps under its cap, and all of them at keel_cache_flush. Sizes spread over
  * many lists find their own list empty often: with 256 KiB a cache served
  * 71% of the latency workload's medium mallocs, and 28% of its medium frees
  * went to the TLSF under the lock (lock, neighbours' headers and list
