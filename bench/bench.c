@@ -629,10 +629,13 @@ __attribute__((noinline)) static void wl_aligned(struct run *run)
  * the machine's load than about the allocator: it is counted (preempted=) and left out.
  * Blocking inside the allocator is a voluntary switch and stays in. The report splits
  * p99.9 by block size too (up to 1 KiB, the sizes most allocators serve from slabs, and
- * above): a tail set by one path shows which one. */
+ * above): a tail set by one path shows which one. After the timed replacements, as many
+ * empty windows are timed the same way (timer_p999=, timer_max=): what the machine adds
+ * with no allocator at all, its own stalls included. */
 static uint32_t *lat_malloc, *lat_free;
 static uint8_t *lat_big; /* bit 0: the malloc asked over 1 KiB; bit 1: the block freed was */
 static size_t lat_n, lat_preempted;
+static uint32_t lat_timer_p999, lat_timer_max;
 
 static long involuntary_switches(void)
 {
@@ -660,6 +663,37 @@ static inline uint64_t tsc_end(void)
 static uint32_t clamp32(uint64_t v)
 {
 	return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+/* Time n empty windows as wl_latency times an operation, left out the same way when the
+ * thread was preempted: their p99.9 and max, by a histogram (no array that would add to
+ * the peak RSS). */
+static void timer_alone(size_t n)
+{
+	enum { BUCKETS = 65536 };
+	static uint32_t count[BUCKETS + 1]; /* the last: BUCKETS cycles or more */
+	memset(count, 0, sizeof count);
+	size_t kept = 0;
+	uint32_t max = 0;
+	long switches = involuntary_switches();
+	for (size_t s = 0; s < n; s++) {
+		uint64_t a = tsc_begin();
+		uint64_t b = tsc_end();
+		long sw = involuntary_switches();
+		if (sw == switches) {
+			uint32_t v = clamp32(b - a);
+			count[v < BUCKETS ? v : BUCKETS]++;
+			max = v > max ? v : max;
+			kept++;
+		}
+		switches = sw;
+	}
+	size_t rank = kept * 999 / 1000, seen = 0;
+	uint32_t v = 0;
+	while (v < BUCKETS && seen + count[v] <= rank)
+		seen += count[v++];
+	lat_timer_p999 = v; /* BUCKETS: that many or more */
+	lat_timer_max = max;
 }
 
 __attribute__((noinline)) static void wl_latency(struct run *run)
@@ -722,6 +756,7 @@ __attribute__((noinline)) static void wl_latency(struct run *run)
 	run->cpu = cpu_secs() - c0;
 	lat_n = kept;
 	lat_preempted = nsamples - kept;
+	timer_alone(nsamples);
 	for (size_t i = 0; i < NSLOTS; i++) {
 		h = mix(h, digest(slot[i], size[i]));
 		free(slot[i]);
@@ -758,8 +793,9 @@ static uint32_t band_p999(const uint32_t *v, size_t n, unsigned bit, unsigned wa
 /* percentiles of both sample arrays, after the timed part */
 static void latency_report(struct run *run)
 {
-	size_t len =
-	        (size_t)snprintf(run->extra, sizeof run->extra, " preempted=%zu", lat_preempted);
+	size_t len = (size_t)snprintf(run->extra, sizeof run->extra,
+	                              " preempted=%zu timer_p999=%u timer_max=%u", lat_preempted,
+	                              lat_timer_p999, lat_timer_max);
 	struct {
 		const char *name;
 		uint32_t *v;
