@@ -121,12 +121,12 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
 
 /* A cache full of medium blocks may keep more, KL_MED_STEP at a time
  * reserved under the lock, granted while all caches' steps stay within 1/64
- * of the heap's live bytes of the moment (a heap whose live bytes fall
- * later takes nothing back by force); a step goes back once the cache's
- * blocks are two steps under its cap, and all of them at keel_cache_flush. Sizes spread over
- * many lists find their own list empty often: with 256 KiB a cache served
- * 71% of the latency workload's medium mallocs, and 28% of its medium frees
- * went to the TLSF under the lock (lock, neighbours' headers and list
+ * of the heap's live bytes of the moment (a heap whose live bytes fall later
+ * takes nothing back by force); a step goes back once the cache's blocks are
+ * two steps under its cap, and all of them at keel_cache_flush. Sizes spread
+ * over many lists find their own list empty often: with 256 KiB a cache
+ * served 71% of the latency workload's medium mallocs, and 28% of its medium
+ * frees went to the TLSF under the lock (lock, neighbours' headers and list
  * links). With the share the cache grows to about 1 MiB there: free's p99
  * 776 -> 680 cycles (medians of 5), instructions -3.1% and time -7%, and on
  * mixed -3.2% and -6% (medians of 7), for peak RSS +3.3% on mixed (1.1 MB),
@@ -134,9 +134,9 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
  * of 1/32 (in 256 KiB steps) saved twice the instructions for twice that
  * memory and realloc +4.8%: the blocks a cache keeps also keep their free
  * neighbours from merging. The share bounds what all caches add, however
- * many threads. After a refusal a cache asks again only MED_RETRY frees
- * past its cap later (or once it has given a step back), so a heap whose
- * share is spent costs one lock more per 32 such frees. */
+ * many threads. After a refusal a cache asks again only MED_RETRY frees past
+ * its cap later (or once it has given a step back), so a heap whose share is
+ * spent costs one lock more per 32 such frees. */
 #define MED_RETRY 32
 static int mbin_reserve(struct kl_cache *c)
 {
@@ -301,10 +301,11 @@ static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 	size_t low = mbin_low((unsigned)i);
 	if (b->count >= b->max && !mbin_hand_over(c, (unsigned)i))
 		return 0;
-	/* At the cap the list's own blocks go to the heap whole, if their place
-	 * there is free, to make room: a thread that only frees (a consumer)
-	 * hands on what another waits for, where every further free would go
-	 * to the heap's lists under the lock (prodcons ran twice as long). */
+	/* At the cap the cache asks for a step of the share (above); refused,
+	 * the list's own blocks go to the heap whole, if their place there is
+	 * free, to make room: a thread that only frees (a consumer) hands on
+	 * what another waits for, where every further free would go to the
+	 * heap's lists under the lock (prodcons ran twice as long). */
 	if (c->med_bytes + low > c->med_cap && !mbin_reserve(c) && b->count)
 		mbin_hand_over(c, (unsigned)i);
 	if (c->med_bytes + low > c->med_cap)
