@@ -9,7 +9,12 @@
  * many 300-900 B objects lost 9% of its memory to four a doubling, where an
  * exact fit loses 2%), and every power of two is a class. Those past
  * KL_SMALL_MAX, four a doubling, are for aligned requests only
- * (internal.h). */
+ * (internal.h). Finer is not free: exact 16-byte classes to 1 KiB, with
+ * 64 KiB runs so that a class's last slot wastes little, took the
+ * fragmentation workload's peak from 1.106 to 1.075 of its live bytes
+ * (glibc's 1.066, whose 8-byte header beats any 16-byte rounding there),
+ * for realloc's peak +12% and prodcons' +14%: a block that grows leaves its
+ * class more often, and more classes hold more partly used runs. */
 static const uint16_t class_sizes[KL_NCLASSES] = {
 	16,  32,  48,  64,   80,   96,   112,  128,  144,  160,  176,  192,  208, 224,
 	240, 256, 288, 320,  352,  384,  416,  448,  480,  512,  576,  640,  704, 768,
