@@ -35,6 +35,7 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (r->cls == 0 || r->cls > KL_NCLASSES || r->seg != s)
 		return fail(c, "R0 run header names a class and its segment", (void *)u);
 	struct kl_class *cl = &h->cls[r->cls - 1];
+	uintptr_t base = u + cl->first; /* slot 0 */
 	unsigned list = r->where & KL_RUN_LIST;
 	if (list != KL_RUN_EMPTY && r->nslots != kl_class_nslots(cl))
 		return fail(c, "R0 run slot count matches its class", (void *)u);
@@ -42,8 +43,8 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 		return fail(c, "R1 run counts within nslots", (void *)u);
 	size_t listed = 0;
 	for (void *f = r->free; f; f = (void *)kl_link(h, (uintptr_t)f, *(uintptr_t *)f)) {
-		uintptr_t off = (uintptr_t)f - u;
-		if ((uintptr_t)f < u || off >= (size_t)r->bump * cl->size || off % cl->size)
+		uintptr_t off = (uintptr_t)f - base;
+		if ((uintptr_t)f < base || off >= (size_t)r->bump * cl->size || off % cl->size)
 			return fail(c, "R3 free-list link is a handed-out slot of its run", f);
 		if (kl_bit_get(s, (uintptr_t)f))
 			return fail(c, "R2 slot on the free list has its bit clear", f);
@@ -53,8 +54,9 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 	if (r->nfree != listed + (size_t)(r->nslots - r->bump))
 		return fail(c, "R1 nfree == listed + never used", (void *)u);
 	/* Every set bit of the run's chunk, a word of the bitmap at a time: a
-	 * slot's start (R2); anything else is a stray bit (B5), which the free
-	 * path would take for a slot's start (kl_slot_live). */
+	 * slot's start (R2); anything else, before slot 0 (the block's header)
+	 * or in a slot, is a stray bit (B5), which the free path would take for
+	 * a slot's start (kl_slot_live). */
 	size_t used = 0, live = 0, live_bytes = 0;
 	size_t first = kl_bit_index(s, u), last = kl_bit_index(s, u + KL_RUN);
 	for (size_t w = first >> 6; w <= (last - 1) >> 6; w++) {
@@ -65,8 +67,10 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 			word &= ~(~(uint64_t)0 << (last & 63));
 		for (; word; word &= word - 1) {
 			uintptr_t p = s->cbase + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
-			size_t off = p - u, i = kl_slot_index(cl, off);
+			size_t off = p - base, i = kl_slot_index(cl, off & 0xffff);
 			size_t rem = off - i * cl->size;
+			if (p < base)
+				return fail(c, "B5 no bits before a run's slot 0", (void *)p);
 			if (i >= r->nslots || rem)
 				return fail(c, "B5 no stray bits inside a slot", (void *)p);
 			if (i >= r->bump)
@@ -188,9 +192,10 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 				c->t.medium_free_blocks++;
 			}
 		} else if (b->head & KL_B_RUN) {
-			if (size != KL_RUN || (u & (KL_RUN - 1)))
+			uintptr_t chunk = (uintptr_t)b;
+			if (size != KL_RUN || (chunk & (KL_RUN - 1)))
 				return fail(c, "R0 a run block is one aligned chunk", b);
-			int err = check_run(c, s, kl_run_of(s, u), u);
+			int err = check_run(c, s, kl_run_of(s, chunk), chunk);
 			if (err)
 				return err;
 			nruns++;
@@ -463,10 +468,11 @@ static int walk_arena(const struct kl_heap *h, struct kl_seg *s,
 		uintptr_t u = (uintptr_t)kl_user_of(b);
 		int rc;
 		if (b->head & KL_B_RUN) {
-			struct kl_run *r = kl_run_of(s, u);
-			size_t size = h->cls[r->cls - 1].size;
+			struct kl_run *r = kl_run_of(s, (uintptr_t)b);
+			const struct kl_class *cl = &h->cls[r->cls - 1];
+			size_t size = cl->size;
 			for (size_t i = 0; i < r->bump; i++) {
-				uintptr_t p = u + i * size;
+				uintptr_t p = kl_run_base(r, cl) + i * size;
 				kb.p = (void *)p;
 				kb.size = size;
 				kb.is_free = !kl_bit_get(s, p);

@@ -185,13 +185,14 @@ void *kl_op_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align)
 	return m;
 }
 
-struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size, size_t align)
+struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
+                                 size_t at)
 {
 	/* Another thread may use up a new segment while the lock is dropped
 	 * to map it; a few tries make that a non-issue. */
 	size_t need = kl_fit_want(size, align);
 	for (int tries = 0; tries < 4; tries++) {
-		struct kl_blk *b = kl_fit_take(h, size, align);
+		struct kl_blk *b = kl_fit_take(h, size, align, at);
 		if (b)
 			return b;
 		if (kl_seg_grow(h, op, need) != 0)

@@ -112,13 +112,17 @@ _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
  * in the low bits, and in the top bits the log2 of the alignment the block
  * was asked for (kept across realloc) and how many usable bytes lie beyond
  * the bytes asked for (the slack, for keel_stats; sizes are rounded to their
- * free list's granule, so it stays below KL_MEDIUM_MAX / 16). A free block keeps its free-list
- * links in its payload. Each arena ends in a sentinel header of size 0 marked used. B1  size >=
- * KL_MIN_BLOCK, a multiple of 16; the next header is at (char *)b + size, and the last one is the
- * arena's sentinel B2  no two free blocks are neighbours (coalescing is immediate) B3  PREV_FREE in
- * a header  <=>  the block before it is free, and then prev_size is that block's size B4  a block
- * is in free list (fl, sl) of its size  <=>  FREE is set B5  an allocated block that is not a run
- * has its user pointer's bit set in the segment's allocation bitmap; free blocks have no bits set
+ * free list's granule, so it stays below KL_MEDIUM_MAX / 16). A free block
+ * keeps its free-list links in its payload. Each arena ends in a sentinel
+ * header of size 0 marked used.
+ *   B1  size >= KL_MIN_BLOCK, a multiple of 16; the next header is at
+ *       (char *)b + size, and the last one is the arena's sentinel
+ *   B2  no two free blocks are neighbours (coalescing is immediate)
+ *   B3  PREV_FREE in a header  <=>  the block before it is free, and then
+ *       prev_size is that block's size
+ *   B4  a block is in free list (fl, sl) of its size  <=>  FREE is set
+ *   B5  an allocated block that is not a run has its user pointer's bit set
+ *       in the segment's allocation bitmap; free blocks have no bits set
  */
 struct kl_blk {
 	size_t prev_size;
@@ -145,11 +149,20 @@ struct kl_blk {
 
 /* ---- runs -------------------------------------------------------------------
  * A run: nslots slots of one size class in a RUN-aligned chunk. Its header
- * lives in the segment's side table (one entry per chunk), not in the run,
- * so slot 0 sits at the chunk start and power-of-two classes are naturally
- * aligned. The run is a medium block of RUN bytes whose user pointer is the
- * chunk start, so the chunk's last 16 bytes hold the next block's header:
- * nslots = (RUN - 16) / size.
+ * lives in the segment's side table (one entry per chunk), not in the run.
+ * The run is a medium block that is its chunk exactly: the block's header
+ * takes the chunk's first 16 bytes, and slot 0 sits at the class's first
+ * offset, the largest power of two dividing its size, so that every slot is
+ * aligned to that (keel_aligned_alloc's small classes count on it):
+ * nslots = (RUN - first) / size, the count a run whose slot 0 sat at the
+ * chunk start, with the next block's header in its last 16 bytes, held too.
+ * Runs end on a chunk boundary, so the medium blocks between and after them
+ * start on a cache line (their sizes from 1 KiB are multiples of 64) and a
+ * block's header shares a line with its first 48 bytes: a free reads the
+ * header, and a program that read its block first has that line. When a
+ * run's block began 16 bytes before its chunk, nine in ten medium blocks of
+ * the latency workload began 16 bytes before a line, their header alone in
+ * the line before their data, read cold by every free.
  *   R1  nfree == (length of the free list) + (nslots - bump)
  *   R2  slot i < bump is on the free list  <=>  its bitmap bit is clear
  *   R3  every free-list link points at a slot start below bump in this run
@@ -295,12 +308,12 @@ _Static_assert(KL_REG_ROOT_BITS + 2 * KL_REG_NODE_BITS == KL_REG_BITS, "registry
 struct kl_class {
 	uint32_t size;  /* slot bytes */
 	uint32_t recip; /* 2^32 / size rounded up: offset / size without a divide */
+	uint32_t first; /* slot 0's offset in its chunk: size's lowest set bit */
 };
-/* The slots a run of class c holds (its chunk's last 16 bytes are the next
- * block's header). */
+/* The slots a run of class c holds. */
 static inline uint16_t kl_class_nslots(const struct kl_class *c)
 {
-	return (uint16_t)((KL_RUN - KL_BLK_HDR) / c->size);
+	return (uint16_t)((KL_RUN - c->first) / c->size);
 }
 
 /* A cache's stack of free slots of one class: slots linked through their
@@ -620,7 +633,7 @@ KL_HIDDEN int kl_op_protect(struct kl_heap *h, struct kl_op *op, void *p, size_t
 KL_HIDDEN void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes);
 KL_HIDDEN void *kl_op_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t align);
 KL_HIDDEN struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t size,
-                                           size_t align);
+                                           size_t align, size_t at);
 
 /* segment.c */
 /* What a pointer is, as far as the heap can tell without touching it. */
@@ -662,7 +675,7 @@ KL_HIDDEN void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align);
 KL_HIDDEN void kl_fit_insert(struct kl_heap *h, struct kl_blk *b);
 KL_HIDDEN void kl_fit_remove(struct kl_heap *h, struct kl_blk *b);
 KL_HIDDEN void kl_fit_mapping(size_t size, unsigned *fl, unsigned *sl);
-KL_HIDDEN struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align);
+KL_HIDDEN struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align, size_t at);
 KL_HIDDEN void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct kl_blk *b);
 KL_HIDDEN void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
                                 int grow);
@@ -761,9 +774,16 @@ static inline struct kl_run *kl_run_of(const struct kl_seg *s, uintptr_t p)
 	return &s->runs[(p - s->cbase) >> KL_RUN_SHIFT];
 }
 
-static inline uintptr_t kl_run_base(const struct kl_run *r)
+/* The chunk of run r: its block's header. */
+static inline uintptr_t kl_run_chunk(const struct kl_run *r)
 {
 	return r->seg->cbase + ((size_t)(r - r->seg->runs) << KL_RUN_SHIFT);
+}
+
+/* Slot 0 of run r, of class c. */
+static inline uintptr_t kl_run_base(const struct kl_run *r, const struct kl_class *c)
+{
+	return kl_run_chunk(r) + c->first;
 }
 
 /* off / size for a slot offset within a run, by multiply and shift: exact

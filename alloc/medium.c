@@ -89,24 +89,25 @@ static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
 	}
 }
 
-/* The lead kl_fit_take cuts off the free block b so that the user pointer
- * is aligned to align: none, or a free block of its own (KL_MIN_BLOCK at
- * least). */
-static size_t fit_gap(const struct kl_blk *b, size_t align)
+/* The lead kl_fit_take cuts off the free block b so that the address at
+ * bytes into the block taken is aligned to align: none, or a free block of
+ * its own (KL_MIN_BLOCK at least). */
+static size_t fit_gap(const struct kl_blk *b, size_t align, size_t at)
 {
-	size_t gap = kl_align_up((uintptr_t)b + KL_BLK_HDR, align) - KL_BLK_HDR - (uintptr_t)b;
+	size_t gap = kl_align_up((uintptr_t)b + at, align) - at - (uintptr_t)b;
 	return gap != 0 && gap < KL_MIN_BLOCK ? gap + align : gap;
 }
 
-/* Whether the free block b holds size bytes at a user pointer aligned to
- * align, as kl_fit_take would cut it. */
-static int fit_room(const struct kl_blk *b, size_t size, size_t align)
+/* Whether the free block b holds size bytes placed as kl_fit_take would
+ * cut them. */
+static int fit_room(const struct kl_blk *b, size_t size, size_t align, size_t at)
 {
-	return kl_blk_size(b) >= fit_gap(b, align) + size;
+	return kl_blk_size(b) >= fit_gap(b, align, at) + size;
 }
 
-/* Take a block of size bytes (header included) whose user pointer is aligned
- * to align. Returns it marked used (flags clear), or NULL. O(1).
+/* Take a block of size bytes (header included) whose address at bytes in is
+ * aligned to align: its user pointer for at == KL_BLK_HDR, the block itself
+ * (a run's chunk) for 0. Returns it marked used (flags clear), or NULL. O(1).
  * A big request (past KL_MEDIUM_MAX) is placed by a bounded best fit: the
  * smallest of the first KL_FIT_LOOK blocks of its own list that hold it
  * (its size is not rounded to the list's lower bound, so the search for a
@@ -118,7 +119,7 @@ static int fit_room(const struct kl_blk *b, size_t size, size_t align)
  * (Preferring the room the last big free left, whose pages were just
  * touched, gained nothing and cost realloc 5% of its peak.) */
 #define KL_FIT_LOOK 8
-struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
+struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align, size_t at)
 {
 	KL_ASSERT(size >= KL_MIN_BLOCK && size % KL_GRAN == 0);
 	size_t want = kl_fit_want(size, align);
@@ -129,7 +130,7 @@ struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 		unsigned look = 0;
 		for (struct kl_blk *x = h->heads[fl][sl]; x && look < KL_FIT_LOOK;
 		     x = x->next_free, look++)
-			if (fit_room(x, size, align) && (!b || kl_blk_size(x) < kl_blk_size(b)))
+			if (fit_room(x, size, align, at) && (!b || kl_blk_size(x) < kl_blk_size(b)))
 				b = x;
 	}
 	if (!b) {
@@ -145,7 +146,7 @@ struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align)
 	kl_fit_remove(h, b);
 	h->medium_free_bytes -= kl_blk_size(b);
 	if (align > KL_GRAN) {
-		size_t gap = fit_gap(b, align);
+		size_t gap = fit_gap(b, align, at);
 		if (gap) {
 			/* The lead becomes a free block of its own; its neighbour
 			 * before is used (B2), so it cannot coalesce. */
@@ -245,8 +246,8 @@ void kl_medium_set_ask(struct kl_blk *b, size_t size, size_t align)
 void *kl_medium_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t align, int grow)
 {
 	size_t bsize = kl_medium_need(size);
-	struct kl_blk *b =
-	        grow ? kl_fit_alloc_grow(h, op, bsize, align) : kl_fit_take(h, bsize, align);
+	struct kl_blk *b = grow ? kl_fit_alloc_grow(h, op, bsize, align, KL_BLK_HDR)
+	                        : kl_fit_take(h, bsize, align, KL_BLK_HDR);
 	if (!b)
 		return NULL;
 	struct kl_where w = kl_seg_find(h, (uintptr_t)kl_user_of(b));

@@ -29,6 +29,7 @@ void kl_small_init(struct kl_heap *h)
 		struct kl_class *c = &h->cls[i];
 		c->size = class_sizes[i];
 		c->recip = (uint32_t)((((uint64_t)1 << 32) + c->size - 1) / c->size);
+		c->first = c->size & -c->size;
 		h->partial[i] = NULL;
 	}
 }
@@ -96,16 +97,16 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 		run_unlink(&h->empty_runs, r);
 		h->nempty_runs--;
 	} else {
-		struct kl_blk *b = grow ? kl_fit_alloc_grow(h, op, KL_RUN, KL_RUN)
-		                        : kl_fit_take(h, KL_RUN, KL_RUN);
+		struct kl_blk *b = grow ? kl_fit_alloc_grow(h, op, KL_RUN, KL_RUN, 0)
+		                        : kl_fit_take(h, KL_RUN, KL_RUN, 0);
 		if (!b)
 			return NULL;
 		b->head |= KL_B_RUN;
-		uintptr_t u = (uintptr_t)kl_user_of(b);
+		uintptr_t u = (uintptr_t)b;
 		struct kl_seg *s = kl_seg_find(h, u).seg;
 		KL_ASSERT(s && (u & (KL_RUN - 1)) == 0);
 		if (kl_seg_big(s))
-			kl_big_take(h, s, (uintptr_t)b, (uintptr_t)b + KL_RUN);
+			kl_big_take(h, s, u, u + KL_RUN);
 		r = kl_run_of(s, u);
 		r->seg = s;
 	}
@@ -125,7 +126,7 @@ static struct kl_run *run_new(struct kl_heap *h, struct kl_op *op, unsigned cls,
 static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_t next)
 {
 	const struct kl_class *c = &h->cls[r->cls - 1];
-	uintptr_t off = next - kl_run_base(r);
+	uintptr_t off = next - kl_run_base(r, c);
 	size_t i = kl_slot_index(c, off & 0xffff);
 	return off < KL_RUN && i * c->size == off && i < r->bump && !kl_bit_get(r->seg, next);
 }
@@ -137,7 +138,7 @@ static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_
 static void run_abandon_list(struct kl_heap *h, struct kl_run *r)
 {
 	struct kl_class *c = &h->cls[r->cls - 1];
-	uintptr_t base = kl_run_base(r);
+	uintptr_t base = kl_run_base(r, c);
 	size_t lost = 0;
 	for (size_t i = 0; i < r->bump; i++) {
 		uintptr_t p = base + i * c->size;
@@ -192,7 +193,7 @@ void *kl_small_alloc(struct kl_heap *h, struct kl_op *op, unsigned cls, int alig
 			}
 			r->free = (void *)next;
 		} else {
-			p = kl_run_base(r) + (size_t)r->bump * c->size;
+			p = kl_run_base(r, c) + (size_t)r->bump * c->size;
 			r->bump++;
 		}
 		run_taken(h, cls, r, 1);
@@ -219,10 +220,11 @@ size_t kl_small_carve(struct kl_heap *h, unsigned cls, size_t n, uintptr_t *firs
 	struct kl_run *r = h->partial[cls];
 	if (!r || r->free || h->checked)
 		return 0;
-	size_t room = (size_t)r->nslots - r->bump, size = h->cls[cls].size;
+	const struct kl_class *c = &h->cls[cls];
+	size_t room = (size_t)r->nslots - r->bump, size = c->size;
 	if (n > room)
 		n = room;
-	uintptr_t p = kl_run_base(r) + (size_t)r->bump * size;
+	uintptr_t p = kl_run_base(r, c) + (size_t)r->bump * size;
 	*first = p;
 	for (size_t i = 0; i < n; i++)
 		kl_bit_set(r->seg, p + i * size);
@@ -239,8 +241,8 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 	if (r->cls > KL_NCLASSES || r->nfree > r->nslots || r->bump > r->nslots || r->seg != s)
 		return KEEL_ECORRUPT;
 	const struct kl_class *c = &h->cls[r->cls - 1];
-	uintptr_t off = p - kl_run_base(r);
-	size_t i = kl_slot_index(c, off);
+	uintptr_t off = p - kl_run_base(r, c);
+	size_t i = kl_slot_index(c, off & 0xffff);
 	if (i * c->size != off || i >= r->nslots)
 		return KEEL_EINTERIOR;
 	if (!kl_bit_get(s, p))
@@ -251,8 +253,7 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 /* Give run r back to the medium blocks it came from. */
 static void run_release(struct kl_heap *h, struct kl_op *op, struct kl_run *r)
 {
-	uintptr_t u = kl_run_base(r);
-	struct kl_blk *b = kl_blk_of((void *)u);
+	struct kl_blk *b = (struct kl_blk *)kl_run_chunk(r);
 	kl_run_set_class(r, 0);
 	b->head &= ~KL_B_RUN;
 	kl_fit_give(h, op, r->seg, b);

@@ -154,7 +154,7 @@ static void runs(struct keel_heap *heap)
 	keel_free(heap, a[3]); /* free list: a[3], a[1]; bump 6 */
 	struct kl_seg *s = seg_of(h, a[0]);
 	struct kl_run *r = kl_run_of(s, (uintptr_t)a[0]);
-	uintptr_t u = kl_run_base(r);
+	uintptr_t u = kl_run_base(r, &h->cls[r->cls - 1]);
 	uintptr_t f = (uintptr_t)r->free;
 	require(f == (uintptr_t)a[3] && r->bump == 6 && keel_check(heap, NULL) == 0,
 	        "run set up: partial, two free slots");
@@ -181,6 +181,8 @@ static void runs(struct keel_heap *heap)
 	EXPECT(heap, "B5 no stray bits inside a slot");
 	flip_bit(s, (uintptr_t)a[0] + KL_GRAN); /* the free path would take it for a slot */
 	EXPECT(heap, "B5 no stray bits inside a slot");
+	flip_bit(s, kl_run_chunk(r)); /* the run block's header */
+	EXPECT(heap, "B5 no bits before a run's slot 0");
 	flip_bit(s, (uintptr_t)a[2]);
 	EXPECT(heap, "R2 live slots == bits set");
 	SET(r->where, KL_RUN_FULL);
@@ -195,7 +197,7 @@ static void runs(struct keel_heap *heap)
 	EXPECT(heap, "R5 class map matches the side table");
 
 	/* a run block whose size no longer fits */
-	struct kl_blk *rb = kl_blk_of((void *)u);
+	struct kl_blk *rb = (struct kl_blk *)kl_run_chunk(r);
 	SET(rb->head, (rb->head & ~KL_B_SIZE_MASK) | KL_GRAN);
 	EXPECT(heap, "B1 block size fits the arena");
 	for (int i = 0; i < 6; i++)
@@ -396,6 +398,29 @@ static void asked_alignment(struct keel_heap *heap)
 	keel_free(heap, q);
 }
 
+/* A run's block is its chunk exactly, so the medium block carved after it
+ * starts on the chunk's end: its header shares a cache line with its first
+ * bytes, which a free reads. (A run's block began 16 bytes before its chunk
+ * once, leaving such a header alone at the end of the line before.) */
+static void run_edge(struct keel_heap *heap)
+{
+	struct kl_heap *h = kl_heap_of(heap);
+	void *s = keel_malloc(heap, 64), *m[64];
+	struct kl_run *r = kl_run_of(seg_of(h, s), (uintptr_t)s);
+	uintptr_t end = kl_run_chunk(r) + KL_RUN;
+	int n = 0, found = 0;
+	while (n < 64 && !found) { /* the lead before the run may serve first */
+		m[n] = keel_malloc(heap, 1500);
+		found = m[n] && (uintptr_t)kl_blk_of(m[n]) == end;
+		n++;
+	}
+	require(found && ((uintptr_t)m[n - 1] & 63) == 16,
+	        "the medium block after a run starts at its chunk's end, on a cache line");
+	while (n > 0)
+		keel_free(heap, m[--n]);
+	keel_free(heap, s);
+}
+
 /* A heap whose one arena is left off the segment list, so that what the
  * lists hold is more than the walk found. */
 static void unlisted(struct keel_heap *heap)
@@ -479,6 +504,10 @@ int main(void)
 	open_heap(&heap, &cfg, &keel_linux_source, 0);
 	big(&heap);
 	asked_alignment(&heap);
+	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
+
+	open_heap(&heap, &cfg, &nobig, 0);
+	run_edge(&heap);
 	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
 
 	open_heap(&heap, &cfg, &nobig, 0);
