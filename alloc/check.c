@@ -67,10 +67,10 @@ static int check_run(struct checker *c, struct kl_seg *s, struct kl_run *r, uint
 			word &= ~(~(uint64_t)0 << (last & 63));
 		for (; word; word &= word - 1) {
 			uintptr_t p = s->cbase + (((w << 6) + kl_ffs(word)) << KL_GRAN_SHIFT);
-			size_t off = p - base, i = kl_slot_index(cl, off & 0xffff);
-			size_t rem = off - i * cl->size;
 			if (p < base)
 				return fail(c, "B5 no bits before a run's slot 0", (void *)p);
+			size_t off = p - base, i = kl_slot_index(cl, off);
+			size_t rem = off - i * cl->size;
 			if (i >= r->nslots || rem)
 				return fail(c, "B5 no stray bits inside a slot", (void *)p);
 			if (i >= r->bump)

@@ -242,7 +242,7 @@ int kl_small_validate(const struct kl_heap *h, const struct kl_seg *s, const str
 		return KEEL_ECORRUPT;
 	const struct kl_class *c = &h->cls[r->cls - 1];
 	uintptr_t off = p - kl_run_base(r, c);
-	size_t i = kl_slot_index(c, off & 0xffff);
+	size_t i = kl_slot_index(c, off);
 	if (i * c->size != off || i >= r->nslots)
 		return KEEL_EINTERIOR;
 	if (!kl_bit_get(s, p))
