@@ -71,12 +71,19 @@ static inline void *bin_pop(struct kl_cache *c, struct kl_bin *b)
 }
 
 /* The size (header included) of the live medium block at p in arena s,
- * outside any run, or 0 if p is none: B5 makes a set bit there a live
- * block's user pointer; its head is read as a relaxed atomic (internal.h,
- * kl_head_store) and checked against the arena. */
-static size_t medium_live_size(const struct kl_seg *s, uintptr_t p)
+ * outside any run, or 0 if p is none. A used header with its canary (B7)
+ * is a live block's, and the line it sits in is the block's first, which
+ * the program has usually just touched. Failing that (the block before is
+ * free, or p is none), B5 makes a set bit at p a live block's user
+ * pointer: the bitmap word is one line per 1 KiB of heap, mostly cold.
+ * Reading it first, a medium free of the latency workload took 250 cycles
+ * more on average between entering the slow path and knowing its block
+ * (fenced probes), and its p50 was 196-208 cycles against 92-94 now. Header
+ * words are read as relaxed atomics (internal.h, kl_head_store) and checked
+ * against the arena. */
+static size_t medium_live_size(const struct kl_seg *s, uintptr_t secret, uintptr_t p)
 {
-	if (p < s->arena + KL_BLK_HDR || !kl_bit_get(s, p))
+	if (p < s->arena + KL_BLK_HDR || p >= s->arena_end)
 		return 0;
 	const struct kl_blk *b = kl_blk_of((void *)p);
 	size_t head = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
@@ -84,7 +91,10 @@ static size_t medium_live_size(const struct kl_seg *s, uintptr_t p)
 	if ((head & (KL_B_FREE | KL_B_RUN)) || size < KL_MIN_BLOCK ||
 	    size > s->arena_end - KL_BLK_HDR - (uintptr_t)b)
 		return 0;
-	return size;
+	if (!(head & KL_B_PREV_FREE) &&
+	    __atomic_load_n(&b->prev_size, __ATOMIC_RELAXED) == kl_hdr_canary(secret, b))
+		return size;
+	return kl_bit_get(s, p) ? size : 0;
 }
 
 /* A slot at the top of a bin lost its secret: it was written after its
@@ -293,7 +303,7 @@ static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 {
 	void **blk = (void **)p;
-	size_t size = medium_live_size(s, p);
+	size_t size = medium_live_size(s, c->secret, p);
 	int i = size ? mbin_of(size) : -1;
 	if (i < 0 || blk[1] == (void *)c->secret)
 		return 0;
@@ -767,7 +777,7 @@ size_t keel_cache_usable_size(struct keel_cache *cache, const void *ptr)
 		if (cls) {
 			size = kl_slot_live(s, cls, p) ? c->heap->cls[cls - 1].size : 0;
 		} else {
-			size = medium_live_size(s, p);
+			size = medium_live_size(s, c->secret, p);
 			size = size ? size - KL_BLK_HDR : 0;
 		}
 		if (size)

@@ -149,7 +149,7 @@ static int big_used_committed(const struct kl_seg *s, uintptr_t b, size_t size)
 	return 1;
 }
 
-/* S3 and B1-B6 over one arena. */
+/* S3 and B1-B7 over one arena. */
 static int check_arena(struct checker *c, struct kl_seg *s)
 {
 	const struct kl_heap *h = c->h;
@@ -170,6 +170,8 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 			return fail(c, "B3 PREV_FREE matches the block before", b);
 		if (prev_free && b->prev_size != prev_size)
 			return fail(c, "B3 prev_size matches the free block before", b);
+		if (!prev_free && b->prev_size != kl_hdr_canary(h->secret, b))
+			return fail(c, "B7 a header after a used block holds its canary", b);
 		uintptr_t u = (uintptr_t)kl_user_of(b);
 		if (kl_seg_big(s) && !(b->head & KL_B_FREE)) {
 			if (!big_used_committed(s, (uintptr_t)b, size))
@@ -240,6 +242,8 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 			c->t.big_committed += KL_PAGE * (size_t)kl_popcount(kl_big_commit(s)[i]);
 	if (!!(b->head & KL_B_PREV_FREE) != prev_free || (prev_free && b->prev_size != prev_size))
 		return fail(c, "B3 sentinel knows the block before", b);
+	if (!prev_free && b->prev_size != kl_hdr_canary(h->secret, b))
+		return fail(c, "B7 a header after a used block holds its canary", b);
 	size_t marked = 0;
 	for (size_t i = 0; i < s->nchunks; i++)
 		if (s->runs[i].cls)

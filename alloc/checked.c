@@ -47,11 +47,11 @@ int kl_chk_header_ok(const struct kl_heap *h, const struct kl_seg *s, const stru
 		const struct kl_blk *prev = (const struct kl_blk *)((uintptr_t)b - ps);
 		if (!(prev->head & KL_B_FREE) || kl_blk_size(prev) != ps)
 			return 0;
-	} else if (b->prev_size != kl_chk_hdr_canary(h, b)) {
+	} else if (b->prev_size != kl_hdr_canary(h->secret, b)) {
 		return 0;
 	}
 	const struct kl_blk *n = (const struct kl_blk *)((uintptr_t)b + size);
-	return n->prev_size == kl_chk_hdr_canary(h, n);
+	return n->prev_size == kl_hdr_canary(h->secret, n);
 }
 
 /* The size asked for a checked small slot, kept in its last two bytes. */
@@ -68,12 +68,6 @@ void kl_chk_small_set(const struct kl_heap *h, uintptr_t p, size_t csize, size_t
 	b[0] = (unsigned char)size;
 	b[1] = (unsigned char)(size >> 8);
 	kl_chk_canary_set(h, p, size);
-}
-
-/* What a medium block's prev_size holds when its neighbour before is live. */
-size_t kl_chk_hdr_canary(const struct kl_heap *h, const struct kl_blk *b)
-{
-	return (size_t)(h->secret ^ ((uintptr_t)b * 0x9e3779b97f4a7c15ull));
 }
 
 /* Is [from, to) all poison? from is 8-byte aligned (blocks start on 16). */

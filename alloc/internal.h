@@ -123,6 +123,15 @@ _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
  *   B4  a block is in free list (fl, sl) of its size  <=>  FREE is set
  *   B5  an allocated block that is not a run has its user pointer's bit set
  *       in the segment's allocation bitmap; free blocks have no bits set
+ *   B7  a header whose PREV_FREE is clear (the arena's first included) holds
+ *       kl_hdr_canary in prev_size; a header merged into a neighbour (by a
+ *       free, or a block realloc grew) has its prev_size cleared, so no word
+ *       but a header's holds its address's canary
+ * A free block's header holds its canary too (its block before is used),
+ * so a header B7 holds for with FREE and RUN clear is a live medium
+ * block's: keel_cache_free vouches for most medium blocks from their header
+ * line alone, which the program has usually just touched, where the bitmap
+ * word B5 needs is one line per 1 KiB of heap, mostly cold (cache.c).
  */
 struct kl_blk {
 	size_t prev_size;
@@ -450,9 +459,9 @@ static inline uintptr_t kl_link(const struct kl_heap *h, uintptr_t p, uintptr_t 
  *   bytes past the block's end (KL_SMALL_MARGIN) so that an overflow the
  *   canary reports does not also lose the block's size; medium
  *   blocks keep it as usable - slack; large ones in their kl_seg.
- * A medium block whose neighbour before is live has a canary in prev_size,
- * and the top 4 bits of its head clear, so a write just before the block is
- * seen. A freed small or medium block waits in the quarantine, filled with
+ * A medium block's canary in prev_size (B7, when its neighbour before is
+ * live) and the top 4 bits of its head clear let a write just before the
+ * block be seen. A freed small or medium block waits in the quarantine, filled with
  * poison and marked (a small slot: the secret ^ KL_QTAG in its second word;
  * a medium block: KL_B_QUAR), its bitmap bit still set, no longer counted as
  * live; when it leaves the quarantine its poison is verified, and if it was
@@ -583,12 +592,24 @@ static inline size_t kl_fit_want(size_t size, size_t align)
 	return align > KL_GRAN ? size + align + KL_MIN_BLOCK : size;
 }
 
-/* A live block's head changes, under the lock, only when the block before
- * it is freed or taken (KL_B_PREV_FREE); keel_cache_free reads it unlocked.
- * Such writes and that read are relaxed atomics (plain moves on x86). */
+/* A live block's head and prev_size change, under the lock, only when the
+ * block before it is freed or taken (KL_B_PREV_FREE, B3, B7);
+ * keel_cache_free reads them unlocked. Such writes and those reads are
+ * relaxed atomics (plain moves on x86). */
 static inline void kl_head_store(struct kl_blk *b, size_t v)
 {
 	__atomic_store_n(&b->head, v, __ATOMIC_RELAXED);
+}
+static inline void kl_prev_store(struct kl_blk *b, size_t v)
+{
+	__atomic_store_n(&b->prev_size, v, __ATOMIC_RELAXED);
+}
+
+/* What prev_size holds in a header whose block before is used (B7): the
+ * heap's secret mixed with the header's address. */
+static inline size_t kl_hdr_canary(uintptr_t secret, const struct kl_blk *b)
+{
+	return (size_t)(secret ^ ((uintptr_t)b * 0x9e3779b97f4a7c15ull));
 }
 
 /* One call into the heap: the lock token, and unmaps deferred until the lock
@@ -659,7 +680,6 @@ KL_HIDDEN void kl_chk_canary_set(const struct kl_heap *h, uintptr_t p, size_t si
 KL_HIDDEN int kl_chk_canary_ok(const struct kl_heap *h, uintptr_t p, size_t size);
 KL_HIDDEN size_t kl_chk_small_len(uintptr_t p, size_t csize);
 KL_HIDDEN void kl_chk_small_set(const struct kl_heap *h, uintptr_t p, size_t csize, size_t size);
-KL_HIDDEN size_t kl_chk_hdr_canary(const struct kl_heap *h, const struct kl_blk *b);
 KL_HIDDEN int kl_chk_quarantined_ok(const struct kl_heap *h, const struct kl_seg *s, uintptr_t p);
 KL_HIDDEN int kl_chk_all_poison(uintptr_t from, uintptr_t to);
 KL_HIDDEN int kl_chk_header_ok(const struct kl_heap *h, const struct kl_seg *s,

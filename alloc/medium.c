@@ -70,7 +70,8 @@ static struct kl_blk *fit_find(struct kl_heap *h, size_t size)
 	return h->heads[fl][kl_ffs(slmap)];
 }
 
-/* Cut b (free, out of the lists) to size, returning the tail to the lists. */
+/* Cut b (free, out of the lists, to be used) to size, returning the tail
+ * to the lists; the header after b gets b's canary (B7). */
 static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
 {
 	size_t bsize = kl_blk_size(b);
@@ -78,13 +79,15 @@ static void fit_split_tail(struct kl_heap *h, struct kl_blk *b, size_t size)
 	if (bsize - size >= KL_MIN_BLOCK) {
 		struct kl_blk *r = (struct kl_blk *)(void *)((char *)b + size);
 		size_t rsize = bsize - size;
+		r->prev_size = kl_hdr_canary(h->secret, r);
 		r->head = rsize | KL_B_FREE;
-		next->prev_size = rsize;
+		kl_prev_store(next, rsize);
 		kl_head_store(next, next->head | KL_B_PREV_FREE);
 		b->head = (b->head & ~KL_B_SIZE_MASK) | size;
 		kl_fit_insert(h, r);
 		h->medium_free_bytes += rsize;
 	} else {
+		kl_prev_store(next, kl_hdr_canary(h->secret, next));
 		kl_head_store(next, next->head & ~KL_B_PREV_FREE);
 	}
 }
@@ -162,12 +165,7 @@ struct kl_blk *kl_fit_take(struct kl_heap *h, size_t size, size_t align, size_t 
 	}
 	fit_split_tail(h, b, size);
 	b->head &= KL_B_SIZE_MASK | KL_B_PREV_FREE;
-	if (h->checked) { /* canaries in the words before this block and the next */
-		if (!(b->head & KL_B_PREV_FREE))
-			b->prev_size = kl_chk_hdr_canary(h, b);
-		struct kl_blk *n = kl_blk_next(b);
-		n->prev_size = kl_chk_hdr_canary(h, n);
-	}
+	KL_ASSERT((b->head & KL_B_PREV_FREE) || b->prev_size == kl_hdr_canary(h->secret, b));
 	return b;
 }
 
@@ -216,12 +214,13 @@ void kl_fit_give(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, struct k
 	struct kl_blk *n = (struct kl_blk *)(void *)((char *)b + size);
 	if (n->head & KL_B_FREE) {
 		kl_fit_remove(h, n);
+		n->prev_size = 0; /* B7: its canary goes with its header */
 		size += kl_blk_size(n);
 		n = (struct kl_blk *)(void *)((char *)b + size);
 	}
 	b->head = size | KL_B_FREE;
 	kl_head_store(n, n->head | KL_B_PREV_FREE);
-	n->prev_size = size;
+	kl_prev_store(n, size);
 	kl_fit_insert(h, b);
 	if (big && h->big_committed > h->big_used + h->dirty_max)
 		fit_cool(h);
@@ -319,6 +318,7 @@ int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uint
 	if (need <= cur) {
 		if (cur - need >= KL_MIN_BLOCK) {
 			struct kl_blk *r = (struct kl_blk *)(void *)((char *)b + need);
+			r->prev_size = kl_hdr_canary(h->secret, r);
 			r->head = cur - need; /* used, its neighbour before is used */
 			b->head = (b->head & ~KL_B_SIZE_MASK) | need;
 			kl_fit_give(h, op, s, r);
@@ -330,6 +330,7 @@ int kl_medium_resize(struct kl_heap *h, struct kl_op *op, struct kl_seg *s, uint
 	if (!(n->head & KL_B_FREE) || cur + kl_blk_size(n) < need)
 		return -1;
 	kl_fit_remove(h, n);
+	n->prev_size = 0; /* B7: its canary goes with its header */
 	h->medium_free_bytes -= kl_blk_size(n);
 	b->head = (b->head & ~KL_B_SIZE_MASK) | (cur + kl_blk_size(n));
 	fit_split_tail(h, b, need);

@@ -124,7 +124,7 @@ static void seg_init_arena(struct kl_heap *h, struct kl_seg *s, size_t bytes, in
 	struct kl_blk *b = (struct kl_blk *)arena;
 	struct kl_blk *sentinel = (struct kl_blk *)(s->arena_end - KL_BLK_HDR);
 	size_t size = (uintptr_t)sentinel - arena;
-	b->prev_size = 0;
+	b->prev_size = kl_hdr_canary(h->secret, b); /* B7: nothing before it is free */
 	b->head = size | KL_B_FREE;
 	sentinel->prev_size = size;
 	sentinel->head = KL_B_PREV_FREE;

@@ -227,6 +227,10 @@ static void arena(struct keel_heap *heap)
 	EXPECT(heap, "B5 no bits over segment metadata");
 	SET(b2->prev_size, b2->prev_size + KL_GRAN);
 	EXPECT(heap, "B3 prev_size matches the free block before");
+	SET(fb->prev_size, fb->prev_size ^ KL_GRAN); /* a free block after a used one */
+	EXPECT(heap, "B7 a header after a used block holds its canary");
+	SET(kl_blk_next(b2)->prev_size, 0); /* whatever follows a used block */
+	EXPECT(heap, "B7 a header after a used block holds its canary");
 	/* the free block split in two free halves */
 	size_t fsize = kl_blk_size(fb);
 	struct kl_blk *half = (struct kl_blk *)((uintptr_t)fb + 64);
@@ -421,6 +425,45 @@ static void run_edge(struct keel_heap *heap)
 	keel_free(heap, s);
 }
 
+/* A header merged into its neighbour takes its canary with it (B7), so a
+ * free of a pointer where a block once began is caught even when the word
+ * before it looks like a live block's head again, the cache's unlocked
+ * check included: grown over by realloc, and merged by a free. */
+static void stale_headers(struct keel_heap *heap)
+{
+	static struct keel_cache cache;
+	require(keel_cache_init(&cache, heap) == 0, "a cache for stale headers");
+	char *x = keel_malloc(heap, 3000), *y = keel_malloc(heap, 3000);
+	char *w = keel_malloc(heap, 3000), *a = keel_malloc(heap, 3000);
+	char *b = keel_malloc(heap, 3000), *d = keel_malloc(heap, 3000);
+	struct kl_blk *by = kl_blk_of(y);
+	size_t live_head = by->head;
+	require(kl_blk_next(kl_blk_of(x)) == by && kl_blk_next(by) == kl_blk_of(w),
+	        "stale headers set up: three neighbours");
+	keel_free(heap, y);
+	require(keel_realloc(heap, x, 5000) == x && (uintptr_t)by - (uintptr_t)x < 5000,
+	        "realloc grows a block over its freed neighbour's header");
+	by->head = live_head; /* x's own bytes now */
+	require(keel_cache_free(&cache, y) == KEEL_EINTERIOR && keel_check(heap, NULL) == 0,
+	        "a free where realloc grew over a header is an interior pointer");
+	require(keel_realloc(heap, x, 2000) == x && keel_check(heap, NULL) == 0,
+	        "realloc shrinks in place: the tail cut off has its canary");
+
+	struct kl_blk *bb = kl_blk_of(b);
+	live_head = bb->head;
+	require(kl_blk_next(kl_blk_of(a)) == bb && kl_blk_next(bb) == kl_blk_of(d),
+	        "stale headers set up: three neighbours more");
+	keel_free(heap, b);
+	keel_free(heap, a);   /* merges b's header into a's free block */
+	bb->head = live_head; /* written after its free */
+	require(keel_cache_free(&cache, b) == KEEL_EDOUBLE && keel_check(heap, NULL) == 0,
+	        "a free where a merged header was is a double free");
+	keel_cache_flush(&cache);
+	keel_free(heap, x);
+	keel_free(heap, w);
+	keel_free(heap, d);
+}
+
 /* A heap whose one arena is left off the segment list, so that what the
  * lists hold is more than the walk found. */
 static void unlisted(struct keel_heap *heap)
@@ -508,6 +551,10 @@ int main(void)
 
 	open_heap(&heap, &cfg, &nobig, 0);
 	run_edge(&heap);
+	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
+
+	open_heap(&heap, &cfg, &nobig, 0);
+	stale_headers(&heap);
 	require(keel_check(&heap, NULL) == 0 && keel_heap_destroy(&heap) == 0, "heap destroyed");
 
 	open_heap(&heap, &cfg, &nobig, 0);
