@@ -184,6 +184,16 @@ static __attribute__((noinline)) void mbin_release(struct kl_cache *c)
 	c->med_retry = 0; /* its next step may be granted again */
 }
 
+/* Keep mheld's bit for medium bin i as the bin is: holding a block or not. */
+static inline void mbin_note(struct kl_cache *c, unsigned i)
+{
+	uint64_t bit = (uint64_t)1 << (i & 63);
+	if (c->mbins[i].head)
+		c->mheld[i >> 6] |= bit;
+	else
+		c->mheld[i >> 6] &= ~bit;
+}
+
 /* The smallest block size of medium bin i. */
 static size_t mbin_low(unsigned i)
 {
@@ -249,6 +259,7 @@ static int mbin_hand_over(struct kl_cache *c, unsigned i)
 		c->med_bytes -= bytes;
 		b->head = NULL;
 		b->count = 0;
+		mbin_note(c, i);
 	}
 	return done;
 }
@@ -270,30 +281,48 @@ static void mbin_take_over(struct kl_cache *c, unsigned i)
 		b->head = list;
 		b->count = n;
 		c->med_bytes += (size_t)n * mbin_low(i);
+		mbin_note(c, i);
 	}
 }
 
 /* A kept medium block for size bytes aligned to align, or NULL: from the
- * request's own list, or failing that one of the next MBIN_UP lists (a
- * sixteenth of a power of two more each), so that with sizes spread over
- * many lists a request still finds a block that fits closely. */
-#define MBIN_UP 2
+ * request's own list, or failing that the nearest of the next MBIN_UP
+ * lists (a sixteenth of a power of two more each) that holds one, found
+ * through mheld without looking at empty bins. With sizes spread over many
+ * lists a request's own list is often empty while the cache is full, and
+ * then a free goes to the TLSF under the lock: looking 8 lists up (a block
+ * up to half a power of two larger) instead of 2, the latency workload's
+ * free p99 went 342 -> 252 cycles and its p99.9 1210 -> 940, malloc's
+ * p99.9 1540 -> 1166 (medians of 7), mixed ran 5% faster (medians of 7,
+ * twice), peak RSS the same within 0.3%; prodcons ran 5% longer
+ * (medians of 9 and 11; a producer that takes larger blocks takes over
+ * fewer of its consumer's bins) with a lower peak. */
+#define MBIN_UP 8
 static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 {
 	int i0 = mbin_of(kl_medium_need(size));
 	if (i0 < 0)
 		return NULL;
-	for (int i = i0; i <= i0 + MBIN_UP && i < (int)KL_NMBINS; i++) {
+	if (!c->mbins[i0].head && c->mbins[i0].max)
+		mbin_take_over(c, (unsigned)i0);
+	unsigned last = (unsigned)i0 + MBIN_UP < KL_NMBINS ? (unsigned)i0 + MBIN_UP : KL_NMBINS - 1;
+	for (unsigned i = (unsigned)i0; i <= last; i++) {
+		uint64_t held = c->mheld[i >> 6] >> (i & 63);
+		if (!held) { /* none left in this word */
+			i |= 63;
+			continue;
+		}
+		i += kl_ffs(held);
 		struct kl_bin *b = &c->mbins[i];
-		if (!b->head && b->max && i == i0)
-			mbin_take_over(c, (unsigned)i);
-		if (!b->head || ((uintptr_t)b->head & (align - 1)))
+		if (i > last || ((uintptr_t)b->head & (align - 1)))
 			continue;
 		void *p = bin_pop(c, b);
 		if (!p) { /* written after its free */
 			cache_bin_broken(c, b);
+			mbin_note(c, i);
 			return NULL;
 		}
+		mbin_note(c, i);
 		c->med_bytes -= mbin_low((unsigned)i);
 		if (KL_UNLIKELY(c->med_cap > KL_CACHE_MED_BYTES &&
 		                c->med_bytes + 2 * KL_MED_STEP <= c->med_cap))
@@ -333,6 +362,7 @@ static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 	if (c->med_bytes + low > c->med_cap)
 		return 0;
 	bin_push(c, b, blk);
+	mbin_note(c, (unsigned)i);
 	c->med_bytes += low;
 	return 1;
 }
@@ -811,6 +841,7 @@ void keel_cache_flush(struct keel_cache *cache)
 		c->mbins[i].head = NULL;
 		c->mbins[i].count = 0;
 	}
+	kl_memset(c->mheld, 0, sizeof c->mheld);
 	c->med_bytes = 0;
 	c->heap->med_reserved -= c->med_cap - KL_CACHE_MED_BYTES; /* its steps go back */
 	c->med_cap = KL_CACHE_MED_BYTES;

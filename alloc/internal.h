@@ -365,6 +365,7 @@ struct kl_cache {
 	size_t med_cap;     /* med_bytes at most: KL_CACHE_MED_BYTES and the steps reserved */
 	uint32_t med_retry; /* frees past med_cap until the next reservation is asked */
 	struct kl_bin mbins[KL_NMBINS];
+	uint64_t mheld[(KL_NMBINS + 63) / 64]; /* bit i: mbins[i] holds a block */
 	struct kl_bin moved; /* slots realloc moved out of, on their way back to their runs */
 };
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");

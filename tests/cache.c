@@ -223,6 +223,37 @@ static void cache_medium_kept_large_passes(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* A request whose own list holds nothing kept takes a block from one of the
+ * next eight lists (a block up to half a power of two larger), the nearest
+ * first, and none from further up. */
+static void cache_medium_nearby_list(struct t *t)
+{
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	/* blocks of 2688 and 2304 bytes (lists 2048 + 5 and + 2 sixteenths) */
+	unsigned char *far = keel_cache_malloc(&cache_a, 2560);
+	unsigned char *near = keel_cache_malloc(&cache_a, 2200);
+	T_REQUIRE(t, far != NULL && near != NULL);
+	T_CHECK(t, keel_cache_free(&cache_a, far) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, near) == 0);
+	unsigned char *q = keel_cache_malloc(&cache_a, 1100); /* 1152: too far below */
+	T_REQUIRE(t, q != NULL);
+	T_CHECK(t, q != far && q != near);
+	unsigned char *r = keel_cache_malloc(&cache_a, 2100); /* 2176: one list below near */
+	unsigned char *u = keel_cache_malloc(&cache_a, 2100);
+	T_REQUIRE(t, r != NULL && u != NULL);
+	T_CHECK(t, r == near && u == far);
+	T_CHECK(t, keel_cache_usable_size(&cache_a, u) >= 2560);
+	t_fill(u, 2560, 5);
+	T_CHECK(t, t_verify(u, 2560, 5));
+	T_CHECK(t, keel_cache_free(&cache_a, q) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, r) == 0);
+	T_CHECK(t, keel_cache_free(&cache_a, u) == 0);
+	T_CHECK_HEAP(t, t->heap);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* A cache whose kept medium blocks reach its cap hands a list's blocks to
  * the heap whole, where another cache takes them: a thread that only frees
  * (a consumer) would otherwise keep what its producer waits for, and send
@@ -652,6 +683,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_bad_pointers),
 	T_CASE(cache_other_heap),
 	T_CASE(cache_medium_kept_large_passes),
+	T_CASE(cache_medium_nearby_list),
 	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_medium_handed_bounded),
 	T_CASE(cache_medium_share),
