@@ -83,9 +83,9 @@ static inline void *bin_pop(struct kl_cache *c, struct kl_bin *b)
  * block before is free for 30% of the medium blocks realloc's workload
  * looks up, 27% of mixed's, 10% of the latency run's): with the bitmap
  * read only after the header, realloc ran 3.5% longer than with it read
- * first (medians of 15), and free's p99 in the latency workload was 378 cycles
- * against 354 (medians of 9). Header words are read as relaxed atomics
- * (internal.h, kl_head_store) and checked against the arena. */
+ * first (medians of 15), and free's p99 in the latency workload was 378
+ * cycles against 354 (medians of 9). Header words are read as relaxed
+ * atomics (internal.h, kl_head_store) and checked against the arena. */
 static size_t medium_live_size(const struct kl_seg *s, uintptr_t secret, uintptr_t p)
 {
 	if (p < s->arena + KL_BLK_HDR || p >= s->arena_end)

@@ -124,11 +124,13 @@ _Static_assert(KL_RUN / 16 <= 65535, "slot indexes fit 16 bits");
  *   B5  an allocated block that is not a run has its user pointer's bit set
  *       in the segment's allocation bitmap; free blocks have no bits set
  *   B7  a header whose PREV_FREE is clear (the arena's first included) holds
- *       kl_hdr_canary in prev_size; a header merged into a neighbour (by a
- *       free, or a block realloc grew) has its prev_size cleared, so no word
- *       but a header's holds its address's canary
+ *       kl_hdr_canary in prev_size; a header merged away holds none (one
+ *       merged into the free block before it held that block's size; one
+ *       merged into the block before it by a free, or by realloc growing
+ *       that block, has its prev_size cleared), so no word but a header's
+ *       holds its address's canary
  * A free block's header holds its canary too (its block before is used),
- * so a header B7 holds for with FREE and RUN clear is a live medium
+ * so a header with its canary and FREE and RUN clear is a live medium
  * block's: keel_cache_free vouches for most medium blocks from their header
  * line alone, which the program has usually just touched, where the bitmap
  * word B5 needs is one line per 1 KiB of heap, mostly cold (cache.c).
@@ -462,13 +464,13 @@ static inline uintptr_t kl_link(const struct kl_heap *h, uintptr_t p, uintptr_t 
  *   blocks keep it as usable - slack; large ones in their kl_seg.
  * A medium block's canary in prev_size (B7, when its neighbour before is
  * live) and the top 4 bits of its head clear let a write just before the
- * block be seen. A freed small or medium block waits in the quarantine, filled with
- * poison and marked (a small slot: the secret ^ KL_QTAG in its second word;
- * a medium block: KL_B_QUAR), its bitmap bit still set, no longer counted as
- * live; when it leaves the quarantine its poison is verified, and if it was
- * written it is retired instead: reported, kept out of use for good, in no
- * count (a small slot then says KL_RTAG in its second word, a medium block
- * in its first).
+ * block be seen. A freed small or medium block waits in the quarantine,
+ * filled with poison and marked (a small slot: the secret ^ KL_QTAG in its
+ * second word; a medium block: KL_B_QUAR), its bitmap bit still set, no
+ * longer counted as live; when it leaves the quarantine its poison is
+ * verified, and if it was written it is retired instead: reported, kept out
+ * of use for good, in no count (a small slot then says KL_RTAG in its
+ * second word, a medium block in its first).
  *   Q1  quarantined blocks == quar_n and their bytes == quar_bytes
  *   Q2  a quarantined block is poison but for its mark
  *   Q3  a live block's canary is intact */
