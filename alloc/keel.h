@@ -318,7 +318,8 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * all, and more while all caches' extra stays within 1/64 of the heap's
  * live bytes: past that a free hands its size's blocks to the heap whole,
  * for another cache, while the heap holds less than 256 KiB of such),
- * handed out again whole to requests of their size without the lock.
+ * handed out again whole, without the lock, to requests of their size or
+ * up to a third smaller.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
  * and keeps interrupts off around its use). Slots and blocks in a cache still
  * count as live in keel_stats, keel_check and keel_walk until flushed (a

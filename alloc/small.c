@@ -127,7 +127,7 @@ static int run_link_ok(const struct kl_heap *h, const struct kl_run *r, uintptr_
 {
 	const struct kl_class *c = &h->cls[r->cls - 1];
 	uintptr_t off = next - kl_run_base(r, c);
-	size_t i = kl_slot_index(c, off & 0xffff);
+	size_t i = kl_slot_index(c, off);
 	return off < KL_RUN && i * c->size == off && i < r->bump && !kl_bit_get(r->seg, next);
 }
 
