@@ -254,6 +254,41 @@ static void cache_medium_nearby_list(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* A list's bin holds 64 KiB of blocks or 16, whichever is more: 16 freed
+ * blocks of 16000 bytes (four make 64 KiB) stay in the cache, none going to
+ * the heap's lists, and serve the next 16 requests of that size. */
+static void cache_medium_bin_holds_16(struct t *t)
+{
+	enum { N = 16 };
+	static unsigned char *p[N];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	for (unsigned i = 0; i < N; i++) {
+		p[i] = keel_cache_malloc(&cache_a, 16000);
+		T_REQUIRE(t, p[i] != NULL);
+	}
+	struct keel_stats before, after;
+	T_REQUIRE(t, keel_stats(t->heap, &before) == 0);
+	for (unsigned i = 0; i < N; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+	T_REQUIRE(t, keel_stats(t->heap, &after) == 0);
+	T_CHECK(t, after.free_bytes == before.free_bytes);
+	T_CHECK(t, after.live_blocks == before.live_blocks);
+	unsigned same = 0;
+	for (unsigned i = 0; i < N; i++) {
+		unsigned char *q = keel_cache_malloc(&cache_a, 16000);
+		T_REQUIRE(t, q != NULL);
+		same += q == p[N - 1 - i]; /* last freed, first taken */
+		p[N - 1 - i] = q;
+	}
+	T_CHECK(t, same == N);
+	for (unsigned i = 0; i < N; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+	T_CHECK_HEAP(t, t->heap);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* A cache whose kept medium blocks reach its cap hands a list's blocks to
  * the heap whole, where another cache takes them: a thread that only frees
  * (a consumer) would otherwise keep what its producer waits for, and send
@@ -684,6 +719,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_other_heap),
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_medium_nearby_list),
+	T_CASE(cache_medium_bin_holds_16),
 	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_medium_handed_bounded),
 	T_CASE(cache_medium_share),
