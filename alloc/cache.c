@@ -130,19 +130,20 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
 
 /* ---- medium blocks (1 KiB to 64 KiB) ----------------------------------------
  * Freed blocks are kept one by one, a bin per free list (internal.h). A bin
- * holds 64 KiB of blocks and at least MBIN_MIN, a cache KL_CACHE_MED_BYTES
- * and the steps it has reserved (below); a full bin is handed to the heap
- * whole (below) if it can be, and past that a free goes to the heap's TLSF.
+ * holds 64 KiB of blocks and at least MBIN_MIN, but never more than the
+ * heap takes whole (KL_CACHE_MED_BYTES), a cache KL_CACHE_MED_BYTES and the
+ * steps it has reserved (below); a full bin is handed to the heap whole
+ * (below) if it can be, and past that a free goes to the heap's TLSF.
  * A malloc takes from its bin or the nearest holding one of the next
  * MBIN_UP (mbin_pop), or a bin the heap holds.
  * With 64 KiB alone a bin held four blocks of 16 KiB, and 3.1k of the
  * latency workload's frees per million went to the TLSF past a full bin,
- * 0.1k past the cache's room (fenced probes); with MBIN_MIN 0.8k and 0.8k:
- * free's p99 226 -> 208 cycles, p99.9 850 -> 768 (medians of 15), for
- * mixed's peak +1.3%. Bins of 256 KiB did as well there for mixed's peak
- * +4.4% (more blocks of 4-16 KiB kept apart from their neighbours), and a
- * bin bound only by the cache's room raised prodcons' by a fifth (a bin
- * larger than the heap takes whole stays with its consumer). */
+ * 0.1k past the cache's room (fenced probes); with MBIN_MIN 0.7k and 0.8k:
+ * free's p99 238 -> 218 cycles, p99.9 860 -> 792 (medians of 11), for
+ * mixed's peak +2.5%. Bins of 256 KiB sent as few (1.5k in all) for mixed's
+ * peak +4.4% (more blocks of 4-16 KiB kept apart from their neighbours). A
+ * bin past what the heap takes whole could never be handed on: bound only
+ * by the cache's room, prodcons' peak rose by a fifth. */
 #define MBIN_MIN 16
 
 /* A cache full of medium blocks may keep more, KL_MED_STEP at a time
@@ -399,8 +400,10 @@ int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 	for (unsigned g = 0; g <= KL_SMALL_MAX / KL_GRAN; g++)
 		c->class_of[g] = (uint8_t)kl_small_class(g * KL_GRAN);
 	for (unsigned i = 0; i < KL_NMBINS && !h->checked; i++) {
-		size_t n = ((size_t)64 << 10) / mbin_low(i);
-		c->mbins[i].max = (uint32_t)(n > MBIN_MIN ? n : MBIN_MIN);
+		size_t n = ((size_t)64 << 10) / mbin_low(i),
+		       most = KL_CACHE_MED_BYTES / mbin_low(i);
+		n = n > MBIN_MIN ? n : MBIN_MIN;
+		c->mbins[i].max = (uint32_t)(n < most ? n : most);
 	}
 	c->med_cap = KL_CACHE_MED_BYTES;
 	uintptr_t t = kl_lock(h);

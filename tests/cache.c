@@ -254,39 +254,68 @@ static void cache_medium_nearby_list(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
-/* A list's bin holds 64 KiB of blocks or 16, whichever is more: 16 freed
- * blocks of 16000 bytes (four make 64 KiB) stay in the cache, none going to
- * the heap's lists, and serve the next 16 requests of that size. */
-static void cache_medium_bin_holds_16(struct t *t)
+/* A list's bin holds 64 KiB of blocks or 16, whichever is more, but no
+ * more than the heap takes whole from a full bin (256 KiB): 16 freed blocks
+ * of 16000 bytes (four make 64 KiB) stay in the cache, none going to the
+ * heap's lists, and serve the next 16 requests of that size; 17 of 20000
+ * bytes fill a bin of 13 (16 would be past 256 KiB), which goes to the heap
+ * whole and from there to another cache, and none goes to the heap's
+ * lists either, even with 5 MiB live, for which the cache may keep more
+ * than 256 KiB in all. */
+static void medium_free_all(struct t *t, unsigned char **p, unsigned n)
 {
-	enum { N = 16 };
+	for (unsigned i = 0; i < n; i++)
+		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
+}
+
+static void cache_medium_bin_bounds(struct t *t)
+{
+	enum { N = 17 };
 	static unsigned char *p[N];
+	static const size_t size[2] = { 16000, 20000 };
+	static const unsigned count[2] = { 16, 17 };
 	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
-	for (unsigned i = 0; i < N; i++) {
-		p[i] = keel_cache_malloc(&cache_a, 16000);
-		T_REQUIRE(t, p[i] != NULL);
+	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+	for (unsigned k = 0; k < 2; k++) {
+		unsigned n = count[k];
+		void *big = k ? keel_malloc(t->heap, (size_t)5 << 20) : NULL;
+		T_REQUIRE(t, !k || big != NULL);
+		for (unsigned i = 0; i < n; i++) {
+			p[i] = keel_cache_malloc(&cache_a, size[k]);
+			T_REQUIRE(t, p[i] != NULL);
+		}
+		struct keel_stats before, after;
+		T_REQUIRE(t, keel_stats(t->heap, &before) == 0);
+		medium_free_all(t, p, n);
+		T_REQUIRE(t, keel_stats(t->heap, &after) == 0);
+		T_CHECK(t, after.free_bytes == before.free_bytes);
+		T_CHECK(t, after.live_blocks == before.live_blocks);
+		if (k == 0) { /* all kept: last freed, first taken */
+			unsigned same = 0;
+			for (unsigned i = 0; i < n; i++) {
+				unsigned char *q = keel_cache_malloc(&cache_a, size[k]);
+				T_REQUIRE(t, q != NULL);
+				same += q == p[n - 1 - i];
+				p[n - 1 - i] = q;
+			}
+			T_CHECK(t, same == n);
+			medium_free_all(t, p, n);
+		} else { /* the first 13 went to the heap whole */
+			unsigned char *q = keel_cache_malloc(&cache_b, size[k]);
+			T_REQUIRE(t, q != NULL);
+			int at = -1;
+			for (unsigned i = 0; i < n; i++)
+				at = q == p[i] ? (int)i : at;
+			T_CHECK(t, at >= 0 && at < 13);
+			T_CHECK(t, keel_cache_free(&cache_b, q) == 0);
+		}
+		T_CHECK_HEAP(t, t->heap);
+		keel_cache_flush(&cache_a);
+		keel_cache_flush(&cache_b);
+		T_CHECK(t, keel_free(t->heap, big) == 0);
+		T_CHECK(t, live_blocks(t->heap) == 0);
+		T_CHECK_HEAP(t, t->heap);
 	}
-	struct keel_stats before, after;
-	T_REQUIRE(t, keel_stats(t->heap, &before) == 0);
-	for (unsigned i = 0; i < N; i++)
-		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
-	T_REQUIRE(t, keel_stats(t->heap, &after) == 0);
-	T_CHECK(t, after.free_bytes == before.free_bytes);
-	T_CHECK(t, after.live_blocks == before.live_blocks);
-	unsigned same = 0;
-	for (unsigned i = 0; i < N; i++) {
-		unsigned char *q = keel_cache_malloc(&cache_a, 16000);
-		T_REQUIRE(t, q != NULL);
-		same += q == p[N - 1 - i]; /* last freed, first taken */
-		p[N - 1 - i] = q;
-	}
-	T_CHECK(t, same == N);
-	for (unsigned i = 0; i < N; i++)
-		T_CHECK(t, keel_cache_free(&cache_a, p[i]) == 0);
-	T_CHECK_HEAP(t, t->heap);
-	keel_cache_flush(&cache_a);
-	T_CHECK(t, live_blocks(t->heap) == 0);
-	T_CHECK_HEAP(t, t->heap);
 }
 
 /* A cache whose kept medium blocks reach its cap hands a list's blocks to
@@ -719,7 +748,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_other_heap),
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_medium_nearby_list),
-	T_CASE(cache_medium_bin_holds_16),
+	T_CASE(cache_medium_bin_bounds),
 	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_medium_handed_bounded),
 	T_CASE(cache_medium_share),
