@@ -133,7 +133,8 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
  * holds 64 KiB of blocks and at least MBIN_MIN, but never more than the
  * heap takes whole (KL_CACHE_MED_BYTES), a cache KL_CACHE_MED_BYTES and the
  * steps it has reserved (below); a full bin is handed to the heap whole
- * (below) if it can be, and past that a free goes to the heap's TLSF.
+ * (below) if it can be, or else grows if its list serves mallocs
+ * (mbin_grow), and past that a free goes to the heap's TLSF.
  * A malloc takes from its bin or the nearest holding one of the next
  * MBIN_UP (mbin_pop), or a bin the heap holds.
  * With 64 KiB alone a bin held four blocks of 16 KiB, and 3.1k of the
@@ -147,7 +148,7 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
 #define MBIN_MIN 16
 
 /* A cache full of medium blocks may keep more, KL_MED_STEP at a time
- * reserved under the lock, granted while all caches' steps stay within 1/64
+ * reserved under the lock, granted while all caches' steps stay within 1/16
  * of the heap's live bytes of the moment (a heap whose live bytes fall later
  * takes nothing back by force); a step goes back once the cache's blocks are
  * two steps under its cap, and all of them at keel_cache_flush. Sizes spread
@@ -158,12 +159,19 @@ static void *bin_adopt(struct kl_cache *c, struct kl_bin *b, void **list, uint32
  * 776 -> 680 cycles (medians of 5), instructions -3.1% and time -7%, and on
  * mixed -3.2% and -6% (medians of 7), for peak RSS +3.3% on mixed (1.1 MB),
  * +0.7% on latency, realloc's and prodcons' the same within noise. A share
- * of 1/32 (in 256 KiB steps) saved twice the instructions for twice that
- * memory and realloc +4.8%: the blocks a cache keeps also keep their free
- * neighbours from merging. The share bounds what all caches add, however
- * many threads. After a refusal a cache asks again only MED_RETRY frees past
- * its cap later (or once it has given a step back), so a heap whose share is
- * spent costs one lock more per 32 such frees. */
+ * of 1/32 then (in 256 KiB steps) saved twice the instructions for twice
+ * that memory and realloc +4.8%: the blocks a cache keeps also keep their
+ * free neighbours from merging. With 1/64 and bins that grow (mbin_grow)
+ * the room was what sent frees to the TLSF (1.6k per million); 1/16 took
+ * that to 0.1k, free's p99.9 714 -> 450 cycles and malloc's 960 -> 806
+ * (latency, medians of 5, interleaved; mimalloc's 402 and 1048), and peak
+ * RSS the same within 1% on mixed, realloc, prodcons, threads4, frag and
+ * latency; 1/32 stopped halfway (582 cycles), 1/8 gained nothing more. On
+ * its own 1/16 sent as many past full bins instead (1.2k in all). The
+ * share bounds what all caches add, however many threads. After a refusal
+ * a cache asks again only MED_RETRY frees past its cap later (or once it
+ * has given a step back), so a heap whose share is spent costs one lock
+ * more per 32 such frees. */
 #define MED_RETRY 32
 static int mbin_reserve(struct kl_cache *c)
 {
@@ -296,6 +304,42 @@ static void mbin_take_over(struct kl_cache *c, unsigned i)
 	}
 }
 
+/* The blocks medium bin i holds at first: 64 KiB of them, at least MBIN_MIN,
+ * at most what the heap takes whole. */
+static uint32_t mbin_start(unsigned i)
+{
+	size_t n = ((size_t)64 << 10) / mbin_low(i), most = KL_CACHE_MED_BYTES / mbin_low(i);
+	n = n > MBIN_MIN ? n : MBIN_MIN;
+	return (uint32_t)(n < most ? n : most);
+}
+
+/* A full bin whose blocks the heap would not take (its place there holds a
+ * list already) grows by half, to MBIN_GROW_BYTES, if a malloc asked for
+ * its list since it last grew and the cache has room for one more block or
+ * is granted a step of the share (above): a size the thread both frees and
+ * mallocs often walks its bin from empty to full and back, and every step
+ * past full was a free under the lock. A bin past what the heap takes
+ * whole is never handed on, so a bin only a thread's frees fill (a
+ * consumer's) does not grow. Measured on the latency workload, whose sizes
+ * clamped at 16 KiB make one list of 1.75% of its requests: a bin of 16
+ * blocks and the heap's place of 16 more sent 0.5k of its frees per
+ * million to the TLSF past them, five in six of all frees past a full bin.
+ * Grown, the bins fill the cache's room instead: with a share of 1/64 the
+ * TLSF frees went 1.7k -> 1.6k per million, with 1/16 to 0.1k. */
+#define MBIN_GROW_BYTES ((size_t)4 << 20)
+static int mbin_grow(struct kl_cache *c, unsigned i, size_t low)
+{
+	struct kl_bin *b = &c->mbins[i];
+	uint64_t bit = (uint64_t)1 << (i & 63);
+	uint32_t max = b->max + b->max / 2;
+	if (!(c->masked[i >> 6] & bit) || max == b->max || (size_t)max * low > MBIN_GROW_BYTES ||
+	    (c->med_bytes + low > c->med_cap && !mbin_reserve(c)))
+		return 0;
+	c->masked[i >> 6] &= ~bit;
+	b->max = max;
+	return 1;
+}
+
 /* A kept medium block for size bytes aligned to align, or NULL: from the
  * request's own list, or failing that the nearest of the next MBIN_UP
  * lists (a sixteenth of a power of two more each) that holds one, found
@@ -314,6 +358,7 @@ static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 	int i0 = mbin_of(kl_medium_need(size));
 	if (i0 < 0)
 		return NULL;
+	c->masked[i0 >> 6] |= (uint64_t)1 << (i0 & 63);
 	if (!c->mbins[i0].head && c->mbins[i0].max)
 		mbin_take_over(c, (unsigned)i0);
 	unsigned last = (unsigned)i0 + MBIN_UP < KL_NMBINS ? (unsigned)i0 + MBIN_UP : KL_NMBINS - 1;
@@ -355,7 +400,8 @@ static int mbin_push(struct kl_cache *c, const struct kl_seg *s, uintptr_t p)
 		return 0;
 	struct kl_bin *b = &c->mbins[i];
 	size_t low = mbin_low((unsigned)i);
-	if (b->count >= b->max && !mbin_hand_over(c, (unsigned)i))
+	if (b->count >= b->max && !mbin_hand_over(c, (unsigned)i) &&
+	    !mbin_grow(c, (unsigned)i, low))
 		return 0;
 	/* At the cap the cache asks for a step of the share (above); refused,
 	 * the list's own blocks go to the heap whole, if their place there is
@@ -399,12 +445,8 @@ int keel_cache_init(struct keel_cache *cache, struct keel_heap *heap)
 		bin_size(&c->bins[i], h->checked ? 0 : bin_start(h->cls[i].size));
 	for (unsigned g = 0; g <= KL_SMALL_MAX / KL_GRAN; g++)
 		c->class_of[g] = (uint8_t)kl_small_class(g * KL_GRAN);
-	for (unsigned i = 0; i < KL_NMBINS && !h->checked; i++) {
-		size_t n = ((size_t)64 << 10) / mbin_low(i),
-		       most = KL_CACHE_MED_BYTES / mbin_low(i);
-		n = n > MBIN_MIN ? n : MBIN_MIN;
-		c->mbins[i].max = (uint32_t)(n < most ? n : most);
-	}
+	for (unsigned i = 0; i < KL_NMBINS && !h->checked; i++)
+		c->mbins[i].max = mbin_start(i);
 	c->med_cap = KL_CACHE_MED_BYTES;
 	uintptr_t t = kl_lock(h);
 	h->has_caches = 1;
@@ -862,6 +904,9 @@ void keel_cache_flush(struct keel_cache *cache)
 		c->mbins[i].count = 0;
 	}
 	kl_memset(c->mheld, 0, sizeof c->mheld);
+	kl_memset(c->masked, 0, sizeof c->masked);
+	for (unsigned i = 0; i < KL_NMBINS && !c->heap->checked; i++)
+		c->mbins[i].max = mbin_start(i); /* what the bins learnt goes too */
 	c->med_bytes = 0;
 	c->heap->med_reserved -= c->med_cap - KL_CACHE_MED_BYTES; /* its steps go back */
 	c->med_cap = KL_CACHE_MED_BYTES;

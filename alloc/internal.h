@@ -354,7 +354,7 @@ struct kl_sbin {
 #define KL_MBIN_F_HI       15
 #define KL_NMBINS          ((KL_MBIN_F_HI - KL_MBIN_F_LO + 1) * KL_SL_COUNT)
 #define KL_CACHE_MED_BYTES ((size_t)256 << 10) /* medium bytes a cache keeps on its own */
-#define KL_MED_SHARE_SHIFT 6 /* caches keep 1/64 of the live bytes more, in all (cache.c) */
+#define KL_MED_SHARE_SHIFT 4 /* caches keep 1/16 of the live bytes more, in all (cache.c) */
 #define KL_MED_STEP        ((size_t)64 << 10) /* ... reserved this much at a time */
 struct kl_cache {
 	struct kl_heap *heap;
@@ -367,7 +367,8 @@ struct kl_cache {
 	size_t med_cap;     /* med_bytes at most: KL_CACHE_MED_BYTES and the steps reserved */
 	uint32_t med_retry; /* frees past med_cap until the next reservation is asked */
 	struct kl_bin mbins[KL_NMBINS];
-	uint64_t mheld[(KL_NMBINS + 63) / 64]; /* bit i: mbins[i] holds a block */
+	uint64_t mheld[(KL_NMBINS + 63) / 64];  /* bit i: mbins[i] holds a block */
+	uint64_t masked[(KL_NMBINS + 63) / 64]; /* bit i: list i asked for since mbins[i] grew */
 	struct kl_bin moved; /* slots realloc moved out of, on their way back to their runs */
 };
 _Static_assert(sizeof(struct kl_cache) <= KEEL_CACHE_BYTES, "cache fits keel_cache storage");

@@ -315,10 +315,11 @@ KEEL_API size_t keel_trim(struct keel_heap *heap);
  * the next cache whose stack runs empty: what one thread frees another
  * allocates without either touching the runs. It also keeps freed medium
  * blocks of 1 KiB to 64 KiB one by one (64 KiB of a size, or 16 blocks if
- * that is more and within 256 KiB; 256 KiB in all, and more while all
- * caches' extra stays within 1/64 of the heap's live bytes: past that a
- * free hands its size's blocks to the heap whole, for another cache, while
- * the heap holds less than 256 KiB of such), handed out again whole,
+ * that is more and within 256 KiB, growing to 4 MiB for a size the thread
+ * also allocates; 256 KiB in all, and more while all caches' extra stays
+ * within 1/16 of the heap's live bytes: past that a free hands its size's
+ * blocks to the heap whole, for another cache, while the heap holds less
+ * than 256 KiB of such), handed out again whole,
  * without the lock, to requests of their size or up to a third smaller.
  * A cache must be used by one thread at a time (a kernel gives each CPU one
  * and keeps interrupts off around its use). Slots and blocks in a cache still

@@ -318,6 +318,44 @@ static void cache_medium_bin_bounds(struct t *t)
 	}
 }
 
+/* A full bin whose blocks the heap will not take (its place holds a list
+ * of that size already) grows by half if its list served a malloc of the
+ * cache since, and keeps the block; a bin only frees fill does not. 33
+ * blocks of 16000 bytes (bins of 16): the 17th free hands a bin to the
+ * heap, the 33rd finds bin and place full. Freed through the cache that
+ * allocated them, none goes to the heap's lists; through another, the
+ * 33rd does. With 2 MiB live the cache may keep more than 256 KiB. */
+static void cache_medium_bin_grows(struct t *t)
+{
+	enum { N = 33 };
+	static unsigned char *p[N];
+	void *big = keel_malloc(t->heap, (size_t)2 << 20);
+	T_REQUIRE(t, big != NULL);
+	for (unsigned k = 0; k < 2; k++) {
+		struct keel_cache *freer = k ? &cache_b : &cache_a;
+		T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+		T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
+		for (unsigned i = 0; i < N; i++) {
+			p[i] = keel_cache_malloc(&cache_a, 16000);
+			T_REQUIRE(t, p[i] != NULL);
+		}
+		struct keel_stats before, after;
+		T_REQUIRE(t, keel_stats(t->heap, &before) == 0);
+		for (unsigned i = 0; i < N; i++)
+			T_CHECK(t, keel_cache_free(freer, p[i]) == 0);
+		T_REQUIRE(t, keel_stats(t->heap, &after) == 0);
+		T_CHECK(t, after.live_blocks == before.live_blocks - k);
+		T_CHECK(t, (after.free_bytes > before.free_bytes) == (k == 1));
+		T_CHECK_HEAP(t, t->heap);
+		keel_cache_flush(&cache_a);
+		keel_cache_flush(&cache_b);
+		T_CHECK(t, live_blocks(t->heap) == 1);
+	}
+	T_CHECK(t, keel_free(t->heap, big) == 0);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* A cache whose kept medium blocks reach its cap hands a list's blocks to
  * the heap whole, where another cache takes them: a thread that only frees
  * (a consumer) would otherwise keep what its producer waits for, and send
@@ -474,8 +512,8 @@ static void cache_medium_handed_bounded(struct t *t)
 			T_REQUIRE(t, p[i][k] != NULL);
 		}
 	}
-	/* past 256 KiB a cache keeps up to 1/64 of the live bytes more */
-	size_t share = in_use(t->heap) / 64;
+	/* past 256 KiB a cache keeps up to 1/16 of the live bytes more */
+	size_t share = in_use(t->heap) / 16;
 	for (size_t k = 0; k < PER; k++) /* by turns, so every list has some at the cap */
 		for (unsigned i = 0; i < NLISTS; i++)
 			if (k < n[i])
@@ -519,42 +557,57 @@ static size_t free_kept(struct t *t, struct keel_cache *cache, void **p)
 	return in_use(t->heap) - (before - gone);
 }
 
+/* The 64 KiB steps all caches may hold at once: 1/16 of the live bytes. */
+static size_t share_steps(struct t *t)
+{
+	return (in_use(t->heap) / 16) >> 16;
+}
+
+/* What a cache that reserved steps more steps keeps of the spread's blocks:
+ * its 256 KiB and the steps, less the first block that found no room (62
+ * KiB at most), by lower bounds: a block is 1/16 over its list's. */
+static int kept_as_reserved(size_t kept, size_t steps)
+{
+	size_t room = (256 + 64 * steps) << 10;
+	return kept >= room - (62u << 10) && kept <= room * 17 / 16;
+}
+
 /* A cache full of medium blocks keeps more, 64 KiB at a time, while all
- * caches' extra stays within 1/64 of the heap's live bytes (here mostly a
- * 16 MiB block's: four steps, 256 KiB); a cache gives its steps back as
- * its blocks go out again, or at a flush, for another cache. Without the
- * share a cache keeps 256 KiB. */
+ * caches' extra stays within 1/16 of the heap's live bytes (here, with a
+ * block of 2.75 MiB, four steps for the first cache, and none left for the
+ * second: the share is spent); a cache gives its steps back as its blocks
+ * go out again, or at a flush, for another cache. Without the share a
+ * cache keeps 256 KiB. The reservations are made while every block freed
+ * so far is kept, so the live bytes before the frees decide them. */
 static void cache_medium_share(struct t *t)
 {
 	static struct keel_cache cache_c;
 	static void *p[SPREAD], *q[SPREAD];
-	const size_t kib = 1024;
 	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
 	T_REQUIRE(t, keel_cache_init(&cache_b, t->heap) == 0);
 	T_REQUIRE(t, keel_cache_init(&cache_c, t->heap) == 0);
-	void *big = keel_malloc(t->heap, (size_t)16 << 20);
+	void *big = keel_malloc(t->heap, (size_t)11 << 18);
 	T_REQUIRE(t, big != NULL);
-	/* 256 KiB and four steps, less the first block that found no room
-	 * (62 KiB at most), by lower bounds: a block is 1/16 over its list's */
 	medium_spread(t, &cache_b, p);
-	size_t kept = free_kept(t, &cache_a, p);
-	T_CHECK(t, kept >= 448 * kib && kept <= 512 * kib * 17 / 16);
-	/* the share is spent (the 1.5 MiB more live add 24 KiB to it) */
+	size_t steps_a = share_steps(t);
+	T_REQUIRE(t, steps_a == 4);
+	T_CHECK(t, kept_as_reserved(free_kept(t, &cache_a, p), steps_a));
 	medium_spread(t, &cache_c, q);
-	kept = free_kept(t, &cache_b, q);
-	T_CHECK(t, kept >= 192 * kib && kept <= 256 * kib * 17 / 16);
+	T_REQUIRE(t, share_steps(t) == steps_a); /* spent: cache_b gets none */
+	T_CHECK(t, kept_as_reserved(free_kept(t, &cache_b, q), 0));
 	T_CHECK_HEAP(t, t->heap);
 	/* cache_a hands out every block it kept and gives its steps back */
 	medium_spread(t, &cache_a, p);
 	medium_spread(t, &cache_b, q);
-	kept = free_kept(t, &cache_c, q);
-	T_CHECK(t, kept >= 448 * kib && kept <= 512 * kib * 17 / 16);
-	/* and once cache_c is flushed, cache_a keeps as much (having given
-	 * its steps back, it asks for one again at once) */
+	size_t steps_c = share_steps(t);
+	T_REQUIRE(t, steps_c > steps_a);
+	T_CHECK(t, kept_as_reserved(free_kept(t, &cache_c, q), steps_c));
+	/* and once cache_c is flushed, cache_a gets as many (having given its
+	 * steps back, it asks for one again at once) */
 	keel_cache_flush(&cache_c);
 	medium_spread(t, &cache_b, q);
-	kept = free_kept(t, &cache_a, q);
-	T_CHECK(t, kept >= 448 * kib && kept <= 512 * kib * 17 / 16);
+	size_t steps = share_steps(t);
+	T_CHECK(t, kept_as_reserved(free_kept(t, &cache_a, q), steps));
 	T_CHECK_HEAP(t, t->heap);
 	for (unsigned i = 0; i < SPREAD; i++)
 		T_CHECK(t, keel_cache_free(&cache_c, p[i]) == 0);
@@ -749,6 +802,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_medium_kept_large_passes),
 	T_CASE(cache_medium_nearby_list),
 	T_CASE(cache_medium_bin_bounds),
+	T_CASE(cache_medium_bin_grows),
 	T_CASE(cache_medium_cap_hands_over),
 	T_CASE(cache_medium_handed_bounded),
 	T_CASE(cache_medium_share),
