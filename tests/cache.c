@@ -563,9 +563,9 @@ static size_t share_steps(struct t *t)
 	return (in_use(t->heap) / 16) >> 16;
 }
 
-/* What a cache that reserved steps more steps keeps of the spread's blocks:
- * its 256 KiB and the steps, less the first block that found no room (62
- * KiB at most), by lower bounds: a block is 1/16 over its list's. */
+/* Whether kept is what a cache granted steps steps keeps of the spread's
+ * blocks: its 256 KiB and the steps, less the first block that found no
+ * room (62 KiB at most), by lower bounds: a block is 1/16 over its list's. */
 static int kept_as_reserved(size_t kept, size_t steps)
 {
 	size_t room = (256 + 64 * steps) << 10;
