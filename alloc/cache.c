@@ -902,11 +902,11 @@ void keel_cache_flush(struct keel_cache *cache)
 		mlist_back(c->heap, &op, c->mbins[i].head);
 		c->mbins[i].head = NULL;
 		c->mbins[i].count = 0;
+		if (!c->heap->checked)
+			c->mbins[i].max = mbin_start(i); /* what the bin learnt goes too */
 	}
 	kl_memset(c->mheld, 0, sizeof c->mheld);
 	kl_memset(c->masked, 0, sizeof c->masked);
-	for (unsigned i = 0; i < KL_NMBINS && !c->heap->checked; i++)
-		c->mbins[i].max = mbin_start(i); /* what the bins learnt goes too */
 	c->med_bytes = 0;
 	c->heap->med_reserved -= c->med_cap - KL_CACHE_MED_BYTES; /* its steps go back */
 	c->med_cap = KL_CACHE_MED_BYTES;
