@@ -205,7 +205,12 @@ static int workload(struct t *t, struct t_aux *a, long fail, struct outcome *out
 	return t->failed == failed;
 }
 
-/* Count the maps of a clean run, then refuse each one in turn. */
+/* Count the maps of a clean run, then refuse each one in turn. How many
+ * maps a run makes depends a little on where the source puts its segments
+ * (a run whose segments straddle a 1 GiB line needs one registry leaf
+ * more), and the kernel's source hands out addresses next-fit, so no two
+ * runs there land alike: a run that ends before the call to refuse must
+ * have run clean, and every refused call must have been handled. */
 static void sweep(struct t *t, unsigned flags)
 {
 	struct outcome o;
@@ -213,23 +218,24 @@ static void sweep(struct t *t, unsigned flags)
 	T_REQUIRE(t, a != NULL);
 	T_REQUIRE(t, workload(t, a, -1, &o));
 	T_CHECK(t, o.nulls == 0 && a->src.failed_maps == 0);
-	long nmaps = (long)a->src.map_calls;
+	long nmaps = (long)a->src.map_calls, fewest = nmaps;
 	t_aux_close(t, a);
 	T_REQUIRE(t, nmaps > 0);
 
-	unsigned with_null = 0, recovered = 0;
+	unsigned with_null = 0, recovered = 0, refused = 0;
 	for (long k = 0; k <= nmaps; k++) {
 		a = t_aux_open(t, t_env_source(), NULL, flags, 0);
 		T_REQUIRE(t, a != NULL);
 		int ok = workload(t, a, k, &o);
-		if (k < nmaps) {
-			T_CHECK(t,
-			        a->src.failed_maps == 1); /* the call was reached: deterministic */
+		if (a->src.failed_maps == 0) { /* call k never came: a clean run */
+			T_CHECK(t, o.nulls == 0);
+			if ((long)a->src.map_calls < fewest)
+				fewest = (long)a->src.map_calls;
+		} else {
+			T_CHECK(t, a->src.failed_maps == 1);
+			refused++;
 			with_null += o.nulls != 0;
 			recovered += o.recovered != 0;
-		} else {
-			T_CHECK(t, a->src.failed_maps == 0 && o.nulls == 0);
-			T_CHECK(t, (long)a->src.map_calls == nmaps);
 		}
 		ok &= t_aux_close(t, a);
 		if (!ok) {
@@ -238,9 +244,12 @@ static void sweep(struct t *t, unsigned flags)
 			return;
 		}
 	}
-	t_diag("%s mode: %d map calls refused one at a time: %u gave NULL, %u recovered",
-	       flags ? "checked" : "default", (int)nmaps, with_null, recovered);
-	T_CHECK(t, with_null + recovered >= (unsigned)nmaps);
+	t_diag("%s mode: %d map calls refused one at a time (runs of %d-%d maps): %u gave "
+	       "NULL, %u recovered",
+	       flags ? "checked" : "default", (int)refused, (int)fewest, (int)nmaps, with_null,
+	       recovered);
+	T_CHECK(t, fewest >= nmaps - 2); /* a registry node or two, no more */
+	T_CHECK(t, with_null + recovered >= refused);
 }
 
 static void inject_each_map_default(struct t *t)

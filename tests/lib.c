@@ -229,6 +229,8 @@ unsigned t_class_sizes(struct keel_heap *heap, size_t out[KEEL_NCLASSES])
 static void *ts_map(void *ctx, size_t bytes, size_t align)
 {
 	struct t_source *ts = ctx;
+	if (ts->hook)
+		ts->hook(ts, T_CALL_MAP, bytes);
 	long call = (long)ts->map_calls++;
 	if ((ts->fail_at >= 0 && call >= ts->fail_at) || call == ts->fail_only) {
 		ts->failed_maps++;
@@ -261,6 +263,8 @@ static void *ts_map(void *ctx, size_t bytes, size_t align)
 static int ts_unmap(void *ctx, void *p, size_t bytes)
 {
 	struct t_source *ts = ctx;
+	if (ts->hook)
+		ts->hook(ts, T_CALL_UNMAP, bytes);
 	size_t slot = 0;
 	while (slot < T_SRC_MAX_MAPS &&
 	       !(p && ts->live[slot].p == p && ts->live[slot].bytes == bytes))
@@ -285,6 +289,8 @@ static int ts_unmap(void *ctx, void *p, size_t bytes)
 static int ts_protect(void *ctx, void *p, size_t bytes, int prot)
 {
 	struct t_source *ts = ctx;
+	if (ts->hook)
+		ts->hook(ts, T_CALL_PROTECT, bytes);
 	ts->protects++;
 	if (!ts->base->protect)
 		return -38;
@@ -331,6 +337,8 @@ void t_source_init(struct t_source *ts, const struct keel_source *base)
 	ts->bad_unmaps = 0;
 	ts->unmap_error = 0;
 	ts->quiet = 0;
+	ts->hook = NULL;
+	ts->hook_ctx = NULL;
 	for (size_t i = 0; i < T_SRC_MAX_MAPS; i++) {
 		ts->live[i].p = NULL;
 		ts->live[i].bytes = 0;

@@ -14,6 +14,7 @@
  * fail from the k-th map on, and fills fresh mappings with junk when the
  * environment's source does not promise zeroed memory. */
 #define T_SRC_MAX_MAPS 1024
+enum { T_CALL_MAP, T_CALL_UNMAP, T_CALL_PROTECT };
 struct t_source {
 	struct keel_source src;         /* what the heap is given */
 	const struct keel_source *base; /* the environment's source */
@@ -26,6 +27,12 @@ struct t_source {
 	size_t failed_maps; /* maps refused (fail_at, base failure or a full table) */
 	int unmap_error;    /* nonzero: unmaps still happen but report this code */
 	int quiet;          /* no diag line for a bad unmap (made on purpose) */
+	/* Called first in every map, unmap and protect (call: T_CALL_*). keel
+	 * makes those calls with no heap lock held, so another thread may call
+	 * into the heap meanwhile; a case stands in for it here, at exactly that
+	 * point. NULL: none. */
+	void (*hook)(struct t_source *ts, int call, size_t bytes);
+	void *hook_ctx;
 	/* decommit, offered by t_aux_open_big only: the range must lie in a live
 	 * mapping; it is filled with junk (keel may assume nothing of it) */
 	size_t decommits, decommit_bytes;
