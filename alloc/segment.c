@@ -141,7 +141,7 @@ int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len)
 	if (base + len < base)
 		return KEEL_EINVAL;
 	uintptr_t b = kl_align_up(base, KL_GRAN), e = kl_align_down(base + len, KL_GRAN);
-	if (e <= b || e - b < REGION_MIN)
+	if (b < base || e <= b || e - b < REGION_MIN) /* b < base: rounding up wrapped */
 		return KEEL_EINVAL;
 	if (e - b > KL_ARENA_MAX)
 		e = b + KL_ARENA_MAX; /* what one arena can index; the rest is unused */

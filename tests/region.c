@@ -218,6 +218,11 @@ static void region_too_small(struct t *t)
 	T_CHECK(t, keel_heap_add_region(&a->heap, NULL, 0) == KEEL_EINVAL);
 	/* 4096 bytes from base+8: rounding leaves 4080, under 4 KiB */
 	T_CHECK(t, keel_heap_add_region(&a->heap, base + 8, 4096) == KEEL_EINVAL);
+	/* regions that wrap past the top of the address space: the end, or
+	 * only the start's rounding up to 16 */
+	T_CHECK(t,
+	        keel_heap_add_region(&a->heap, (void *)(UINTPTR_MAX - 4095), 8192) == KEEL_EINVAL);
+	T_CHECK(t, keel_heap_add_region(&a->heap, (void *)(UINTPTR_MAX - 7), 7) == KEEL_EINVAL);
 	struct keel_stats st;
 	T_REQUIRE(t, keel_stats(&a->heap, &st) == 0);
 	T_CHECK(t, st.region_bytes == 0);
