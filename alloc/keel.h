@@ -210,9 +210,10 @@ KEEL_API void *keel_realloc(struct keel_heap *heap, void *p, size_t size);
 
 /* Allocate size bytes aligned to align, any power of two up to KEEL_MAX_ALIGN.
  * Returns NULL for a bad alignment (0, not a power of two, too large) or on
- * exhaustion; the heap is unchanged then. Bounded time like keel_malloc; an
- * alignment above KEEL_SEGMENT_SIZE always takes a mapping of its own.
- * Thread-safe. */
+ * exhaustion; the heap is unchanged then. Bounded time like keel_malloc. A
+ * request whose size plus alignment passes 256 KiB takes a mapping of its
+ * own, or with a source that decommits, a block of a 32 MiB arena while that
+ * sum is at most 8 MiB (keel_source). Thread-safe. */
 KEEL_API void *keel_aligned_alloc(struct keel_heap *heap, size_t align, size_t size);
 
 /* Free p, which must be a live block of this heap. p == NULL does nothing and
