@@ -425,11 +425,14 @@ static int check_counters(struct checker *c)
 			return fail(c, "C4 per-class counts add up", &h->cls[i]);
 	if (t->empty_bytes != h->empty_bytes || t->nlarge != h->nlarge || t->nsegs != h->nsegs)
 		return fail(c, "C5 segment counts add up", NULL);
-	if (t->source_bytes + h->reg_nodes * KL_REG_NODE_BYTES != h->source_bytes)
-		return fail(c, "C6 source bytes are segments plus registry nodes", NULL);
+	if (t->source_bytes + h->reg_nodes * KL_REG_NODE_BYTES + h->unlisted_bytes !=
+	    h->source_bytes)
+		return fail(c, "C6 source bytes are segments, registry nodes and unlisted mappings",
+		            NULL);
 	if (t->region_bytes != h->region_bytes)
 		return fail(c, "C7 region bytes add up", NULL);
-	if (t->quar_n != h->quar_n || t->quar_bytes != h->quar_bytes)
+	if (t->quar_n != h->quar_n + h->quar_pending ||
+	    t->quar_bytes != h->quar_bytes + h->quar_pending_bytes)
 		return fail(c, "Q1 the quarantine holds what it counts", NULL);
 	if (t->big_used != h->big_used || t->big_committed != h->big_committed)
 		return fail(c, "B6 big arenas' used and committed bytes add up", NULL);

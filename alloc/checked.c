@@ -179,10 +179,14 @@ void kl_chk_quarantine(struct kl_heap *h, struct kl_op *op, const struct kl_bloc
 		bytes = s->usable;
 		s->is_empty = 1;
 		h->nlarge--;
-		if (s->guarded) {
+		if (s->guarded) { /* the lock drops: freed, in no ring, counted as waiting */
 			uintptr_t from = kl_align_down(p, KL_PAGE),
 			          to = s->base + s->bytes - KL_PAGE;
+			h->quar_pending++;
+			h->quar_pending_bytes += bytes;
 			kl_op_protect(h, op, (void *)from, to - from, KEEL_PROT_NONE);
+			h->quar_pending--;
+			h->quar_pending_bytes -= bytes;
 		} else {
 			kl_memset((void *)p, KL_POISON, bytes);
 		}

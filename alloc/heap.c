@@ -92,22 +92,38 @@ void kl_report(struct kl_heap *h, int err, uintptr_t p)
 
 void kl_op_begin(struct kl_heap *h, struct kl_op *op)
 {
-	op->nunmap = 0;
+	op->unmaps = NULL;
+	op->unmapped = 0;
 	op->token = heap_lock(h);
 }
+
+/* A queued unmap's entry, written into the range it gives back, where
+ * nothing is read until the lock drops and every page is writable: the
+ * middle of a range (an arena's header is its first bytes, a large
+ * block's its last; a range is a page at least), or for a guarded large
+ * block, whose pages from its user page on may be inaccessible in the
+ * quarantine, the end of its header page (the page after the first guard,
+ * which the block never reaches: segment.c). */
+struct kl_unmap {
+	struct kl_unmap *next;
+	void *p;
+	size_t bytes;
+	int guarded; /* make the first and last page accessible again first */
+};
 
 static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
 {
 	size_t failures = 0;
-	for (unsigned i = 0; i < op->nunmap; i++) {
-		char *p = op->unmap[i].p;
-		size_t bytes = op->unmap[i].bytes;
-		if (op->unmap[i].guarded) /* give the source back what it gave */
-			h->source.protect(h->source.ctx, p, bytes, KEEL_PROT_RW);
-		if (h->source.unmap(h->source.ctx, p, bytes) != 0)
+	struct kl_unmap *u = op->unmaps;
+	op->unmaps = NULL;
+	while (u) {
+		struct kl_unmap e = *u; /* read before the range goes */
+		if (e.guarded)          /* give the source back what it gave */
+			h->source.protect(h->source.ctx, e.p, e.bytes, KEEL_PROT_RW);
+		if (h->source.unmap(h->source.ctx, e.p, e.bytes) != 0)
 			failures++;
+		u = e.next;
 	}
-	op->nunmap = 0;
 	if (failures) {
 		uintptr_t t = heap_lock(h);
 		h->source_failures += failures;
@@ -118,38 +134,47 @@ static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
 void kl_op_end(struct kl_heap *h, struct kl_op *op)
 {
 	heap_unlock(h, op->token);
-	if (op->nunmap)
+	if (op->unmaps)
 		op_unmap_all(h, op);
 }
 
 /* Do the queued unmaps now, dropping the lock meanwhile. */
 void kl_op_flush(struct kl_heap *h, struct kl_op *op)
 {
-	if (!op->nunmap)
+	if (!op->unmaps)
 		return;
 	heap_unlock(h, op->token);
 	op_unmap_all(h, op);
 	op->token = heap_lock(h);
 }
 
+static void op_queue(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes, int guarded)
+{
+	KL_ASSERT(bytes >= KL_PAGE && (!guarded || bytes >= 3 * KL_PAGE));
+	uintptr_t at = guarded ? (uintptr_t)p + 2 * KL_PAGE - sizeof(struct kl_unmap)
+	                       : kl_align_down((uintptr_t)p + bytes / 2, _Alignof(struct kl_unmap));
+	struct kl_unmap *u = (struct kl_unmap *)at;
+	u->next = op->unmaps;
+	u->p = p;
+	u->bytes = bytes;
+	u->guarded = guarded;
+	op->unmaps = u;
+	op->unmapped += bytes;
+	h->unmaps++;
+}
+
 /* Queue an unmap for when the lock is dropped; the caller has already taken
- * the range out of every structure and off source_bytes. */
+ * the range out of every structure and off source_bytes. Never drops the
+ * lock. */
 void kl_op_unmap(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes)
 {
-	if (op->nunmap == KL_OP_UNMAPS)
-		kl_op_flush(h, op);
-	op->unmap[op->nunmap].p = p;
-	op->unmap[op->nunmap].bytes = bytes;
-	op->unmap[op->nunmap].guarded = 0;
-	op->nunmap++;
-	h->unmaps++;
+	op_queue(h, op, p, bytes, 0);
 }
 
 /* As kl_op_unmap, for a mapping whose first and last pages are guards. */
 void kl_op_unmap_guarded(struct kl_heap *h, struct kl_op *op, void *p, size_t bytes)
 {
-	kl_op_unmap(h, op, p, bytes);
-	op->unmap[op->nunmap - 1].guarded = 1;
+	op_queue(h, op, p, bytes, 1);
 }
 
 /* Change protection through the source with the lock dropped. */
@@ -656,13 +681,14 @@ size_t keel_trim(struct keel_heap *heap)
 		return 0;
 	struct kl_op op;
 	kl_op_begin(h, &op);
-	size_t before = h->source_bytes;
 	if (h->checked)
 		kl_chk_quarantine_flush(h, &op);
 	kl_xfer_flush(h, &op);
 	kl_small_trim(h, &op);
 	size_t decommitted = kl_seg_trim(h, &op);
-	size_t bytes = before - h->source_bytes + decommitted;
+	/* counted as queued, not as source_bytes fell: other calls may map
+	 * while the lock is dropped for the unmaps */
+	size_t bytes = op.unmapped + decommitted;
 	kl_op_end(h, &op);
 	return bytes;
 }

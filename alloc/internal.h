@@ -403,6 +403,10 @@ struct kl_heap {
 	                                           quar_head */
 	unsigned quar_head, quar_n;
 	size_t quar_bytes;
+	/* checked mode: large blocks freed whose pages are being made
+	 * inaccessible, the lock dropped: quarantined, not in quar[] yet */
+	unsigned quar_pending;
+	size_t quar_pending_bytes;
 	struct kl_seg *segs;        /* every arena, region and large segment */
 	struct kl_seg *parked;      /* empty arenas kept for reuse, empty_bytes in all */
 	struct kl_seg *large_cache; /* freed large blocks kept for reuse, newest first */
@@ -425,6 +429,9 @@ struct kl_heap {
 	uint16_t sl_bitmap[KL_FL_COUNT];
 	struct kl_blk *heads[KL_FL_COUNT][KL_SL_COUNT];
 	size_t reg_nodes;
+	/* mapped for a segment not listed yet: its caller may drop the lock (to
+	 * make registry nodes, or guard pages) before it lists the segment */
+	size_t unlisted_bytes;
 	/* counters for keel_stats */
 	size_t requested_bytes, in_use_bytes, peak_in_use;
 	size_t source_bytes, peak_source, region_bytes;
@@ -616,17 +623,16 @@ static inline size_t kl_hdr_canary(uintptr_t secret, const struct kl_blk *b)
 	return (size_t)(secret ^ ((uintptr_t)b * 0x9e3779b97f4a7c15ull));
 }
 
-/* One call into the heap: the lock token, and unmaps deferred until the lock
- * is dropped (the source is never called for an unmap with the lock held). */
-#define KL_OP_UNMAPS 8
+/* One call into the heap: the lock token, and the unmaps deferred until the
+ * lock is dropped (the source is never called for an unmap with the lock
+ * held). However many there are, queueing one never drops the lock: each
+ * range carries its own entry of the list (heap.c), so a loop that gives
+ * back memory sees the heap change only where it calls the source itself. */
+struct kl_unmap;
 struct kl_op {
 	uintptr_t token;
-	unsigned nunmap;
-	struct {
-		void *p;
-		size_t bytes;
-		int guarded; /* make the first and last page accessible again first */
-	} unmap[KL_OP_UNMAPS];
+	struct kl_unmap *unmaps; /* ranges to give back, most recent first */
+	size_t unmapped;         /* bytes queued for unmap by this call (keel_trim's answer) */
 };
 
 /* What the heap knows of a live block. */

@@ -11,37 +11,50 @@ static uintptr_t *reg_find_slot(const struct kl_heap *h, uintptr_t p)
 	return leaf ? &leaf[kl_reg_key(p) & (KL_REG_NODE - 1)] : NULL;
 }
 
-/* Put a zeroed node at *at unless it is there. The node is mapped with the
- * lock dropped, so another thread may have put one there meanwhile: then
- * ours goes back. Returns 0 or -1 if the source refused. */
-static int reg_node_ensure(struct kl_heap *h, struct kl_op *op, void **at)
+/* Where p's node of a level lives: the root's slot for its mid node (level
+ * 0), the mid node's slot for its leaf (level 1); NULL if the mid node is
+ * not there. */
+static void **reg_node_slot(struct kl_heap *h, size_t k, int level)
 {
-	if (*at)
-		return 0;
-	void *n = kl_op_map(h, op, KL_REG_NODE_BYTES, KL_PAGE);
-	if (!n)
-		return -1;
-	if (*at) {
-		h->source_bytes -= KL_REG_NODE_BYTES;
-		kl_op_unmap(h, op, n, KL_REG_NODE_BYTES);
-		return 0;
-	}
-	if (!h->source.zeroed)
-		kl_memset(n, 0, KL_REG_NODE_BYTES);
-	*at = n;
-	h->reg_nodes++;
-	return 0;
+	uintptr_t ***mid = &h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
+	if (level == 0)
+		return (void **)mid;
+	return *mid ? (void **)&(*mid)[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)] : NULL;
 }
 
-/* Make the nodes for p's entry; 0 or -1. */
+/* Make the nodes for p's entry; 0 or -1 if the source refused. A node is
+ * mapped with the lock dropped, and meanwhile another thread may have put
+ * one there (ours goes back) or a keel_trim taken back the mid node the new
+ * leaf was for (a mid node that indexes no leaf yet): so the slot is looked
+ * up again, lock held, before the node goes in. */
 static int reg_prepare(struct kl_heap *h, struct kl_op *op, uintptr_t p)
 {
 	size_t k = kl_reg_key(p);
-	uintptr_t ***mid = &h->reg_root[k >> (2 * KL_REG_NODE_BITS)];
-	if (reg_node_ensure(h, op, (void **)mid) != 0)
-		return -1;
-	uintptr_t **leaf = &(*mid)[(k >> KL_REG_NODE_BITS) & (KL_REG_NODE - 1)];
-	return reg_node_ensure(h, op, (void **)leaf);
+	for (int level = 0; level < 2;) {
+		void **at = reg_node_slot(h, k, level);
+		if (!at) { /* the mid node went back */
+			level = 0;
+			continue;
+		}
+		if (*at) {
+			level++;
+			continue;
+		}
+		void *n = kl_op_map(h, op, KL_REG_NODE_BYTES, KL_PAGE);
+		if (!n)
+			return -1;
+		at = reg_node_slot(h, k, level);
+		if (!at || *at) {
+			h->source_bytes -= KL_REG_NODE_BYTES;
+			kl_op_unmap(h, op, n, KL_REG_NODE_BYTES);
+			continue;
+		}
+		if (!h->source.zeroed)
+			kl_memset(n, 0, KL_REG_NODE_BYTES);
+		*at = n;
+		h->reg_nodes++;
+	}
+	return 0;
 }
 
 /* Enter s over [base, base+bytes): an arena bare in every entry, a large
@@ -196,7 +209,27 @@ static void *seg_map(struct kl_heap *h, struct kl_op *op, size_t bytes, size_t a
 	void *m = kl_op_map(h, op, bytes, align);
 	if (!m && seg_release_caches(h, op))
 		m = kl_op_map(h, op, bytes, align);
+	if (m)
+		h->unlisted_bytes += bytes; /* until seg_listed or seg_unmap_unlisted */
 	return m;
+}
+
+/* The segment seg_map gave is listed now. */
+static void seg_listed(struct kl_heap *h, size_t bytes)
+{
+	h->unlisted_bytes -= bytes;
+}
+
+/* Give back a mapping seg_map gave that never got listed. */
+static void seg_unmap_unlisted(struct kl_heap *h, struct kl_op *op, void *m, size_t bytes,
+                               int guarded)
+{
+	h->unlisted_bytes -= bytes;
+	h->source_bytes -= bytes;
+	if (guarded)
+		kl_op_unmap_guarded(h, op, m, bytes);
+	else
+		kl_op_unmap(h, op, m, bytes);
 }
 
 /* The commit bits of big arena s over the pages [from, to) touches: counted,
@@ -277,11 +310,11 @@ int kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need)
 		return -1;
 	s = (struct kl_seg *)m;
 	if (reg_add(h, op, s, (uintptr_t)m, bytes, 0) != 0) {
-		h->source_bytes -= bytes;
-		kl_op_unmap(h, op, m, bytes);
+		seg_unmap_unlisted(h, op, m, bytes, 0);
 		return -1;
 	}
 	seg_init_arena(h, s, bytes, KL_SEG_ARENA, h->source.zeroed);
+	seg_listed(h, bytes);
 	return 0;
 }
 
@@ -368,7 +401,9 @@ static void large_init(struct kl_heap *h, struct kl_seg *s, uintptr_t base, size
 
 /* Checked mode: the block ends right at an inaccessible page, and another
  * comes first, the header on the page after it (alignments above a page put
- * the block at the first aligned address past the header instead):
+ * the block at the first aligned address past the header instead), so the
+ * block never reaches into the header's page (kl_op_unmap_guarded counts on
+ * it):
  *   [guard | kl_seg ... | ...... block + canary | guard] */
 static void *large_alloc_checked(struct kl_heap *h, struct kl_op *op, size_t size, size_t align,
                                  int *fresh)
@@ -386,22 +421,24 @@ static void *large_alloc_checked(struct kl_heap *h, struct kl_op *op, size_t siz
 	large_init(h, s, base, bytes);
 	s->user = align <= KL_PAGE ? kl_align_down(tail - body, align) : base + lead;
 	s->usable = size;
-	if (reg_add(h, op, s, base, bytes, 1) != 0) {
-		h->source_bytes -= bytes;
-		s->magic = 0;
-		kl_op_unmap(h, op, m, bytes);
-		return NULL;
-	}
-	seg_link(h, s);
+	s->align_shift = (uint8_t)kl_fls(align);
+	s->requested = size;
+	/* the guards go up (the lock dropped) while no one else can see the
+	 * mapping: once registered and listed, it is whole */
 	if (h->source.protect && kl_op_protect(h, op, m, KL_PAGE, KEEL_PROT_NONE) == 0) {
 		if (kl_op_protect(h, op, (void *)tail, KL_PAGE, KEEL_PROT_NONE) == 0)
 			s->guarded = 1;
 		else
 			kl_op_protect(h, op, m, KL_PAGE, KEEL_PROT_RW);
 	}
+	if (reg_add(h, op, s, base, bytes, 1) != 0) {
+		s->magic = 0;
+		seg_unmap_unlisted(h, op, m, bytes, s->guarded);
+		return NULL;
+	}
+	seg_link(h, s);
+	seg_listed(h, bytes);
 	*fresh = h->source.zeroed;
-	s->align_shift = (uint8_t)kl_fls(align);
-	s->requested = size;
 	h->nlarge++;
 	return (void *)s->user;
 }
@@ -426,12 +463,12 @@ void *kl_large_alloc(struct kl_heap *h, struct kl_op *op, size_t size, size_t al
 		s->user = (uintptr_t)m;
 		s->usable = bytes - KL_LARGE_HDR;
 		if (reg_add(h, op, s, (uintptr_t)m, bytes, 1) != 0) {
-			h->source_bytes -= bytes;
 			s->magic = 0;
-			kl_op_unmap(h, op, m, bytes);
+			seg_unmap_unlisted(h, op, m, bytes, 0);
 			return NULL;
 		}
 		seg_link(h, s);
+		seg_listed(h, bytes);
 		*fresh = h->source.zeroed;
 	}
 	s->align_shift = (uint8_t)kl_fls(align);
@@ -503,8 +540,7 @@ static int reg_leaf_live(const uintptr_t *leaf)
 
 /* Decommit the pages of every free block of the big arenas, and give back
  * the arenas left with none. Returns the bytes decommitted. O(blocks in big
- * arenas) plus the calls to the source (and a walk again from the start
- * after each arena given back). */
+ * arenas) plus the calls to the source. */
 static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op)
 {
 	size_t bytes = 0;
@@ -518,11 +554,7 @@ static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op)
 				bytes += kl_big_decommit(h, s, (struct kl_blk *)a);
 		struct kl_blk *b = (struct kl_blk *)s->arena;
 		if ((b->head & KL_B_FREE) && (uintptr_t)b + kl_blk_size(b) == sentinel)
-			kl_seg_now_empty(h, op, s);
-		/* given back (its unmap is queued, so s is still readable): queueing
-		 * it may have dropped the lock, and the list changed meanwhile */
-		if (s->magic == 0)
-			next = h->segs;
+			kl_seg_now_empty(h, op, s); /* given back or kept: next stays */
 	}
 	return bytes;
 }
@@ -536,29 +568,30 @@ size_t kl_seg_trim(struct kl_heap *h, struct kl_op *op)
 	size_t decommitted = h->source.decommit ? seg_decommit_free(h, op) : 0;
 	if (h->has_caches)
 		return decommitted; /* keel_cache_free reads the registry without the lock */
+	/* the lock stays held throughout: queueing an unmap never drops it */
 	for (size_t r = 0; r < ((size_t)1 << KL_REG_ROOT_BITS); r++) {
 		uintptr_t **mid = h->reg_root[r];
 		if (!mid)
 			continue;
 		size_t kept = 0;
 		for (size_t m = 0; m < KL_REG_NODE; m++) {
-			if (!mid[m])
+			uintptr_t *leaf = mid[m];
+			if (!leaf)
 				continue;
-			if (reg_leaf_live(mid[m])) {
+			if (reg_leaf_live(leaf)) {
 				kept++;
 				continue;
 			}
-			uintptr_t *leaf = mid[m];
-			mid[m] = NULL; /* detached before op may drop the lock */
-			kl_op_unmap(h, op, leaf, KL_REG_NODE_BYTES);
+			mid[m] = NULL;
 			h->reg_nodes--;
 			h->source_bytes -= KL_REG_NODE_BYTES;
+			kl_op_unmap(h, op, leaf, KL_REG_NODE_BYTES);
 		}
 		if (!kept) {
 			h->reg_root[r] = NULL;
-			kl_op_unmap(h, op, mid, KL_REG_NODE_BYTES);
 			h->reg_nodes--;
 			h->source_bytes -= KL_REG_NODE_BYTES;
+			kl_op_unmap(h, op, mid, KL_REG_NODE_BYTES);
 		}
 	}
 	return decommitted;

@@ -350,7 +350,7 @@ static void segments(struct keel_heap *heap)
 	SET(h->nlarge, h->nlarge + 1);
 	EXPECT(heap, "C5 segment counts add up");
 	SET(h->source_bytes, h->source_bytes + KL_PAGE);
-	EXPECT(heap, "C6 source bytes are segments plus registry nodes");
+	EXPECT(heap, "C6 source bytes are segments, registry nodes and unlisted mappings");
 	SET(h->region_bytes, h->region_bytes + KL_GRAN);
 	EXPECT(heap, "C7 region bytes add up");
 	SET(h->quar_n, h->quar_n + 1);

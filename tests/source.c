@@ -555,6 +555,178 @@ static void big_trim_decommits(struct t *t)
 	t_aux_close(t, a);
 }
 
+/* ---- calls into the heap while it waits on its source --------------------
+ * keel calls map, unmap and protect with its lock dropped, so other threads
+ * may call into the heap meanwhile. These cases make such calls from the
+ * counting source's hook, at exactly that point, the same on every run. */
+
+struct race {
+	struct keel_heap *heap;
+	int armed;
+	unsigned calls, failed_checks;
+	size_t trimmed, mapped;
+	unsigned ngot;
+	void *got[64];
+};
+static struct race race;
+
+/* A keel_trim while a malloc maps the registry nodes for the heap's first
+ * segment, at the second (the leaf): the trim takes back the mid node the
+ * leaf is for, which indexes nothing yet, and the malloc must not put the
+ * leaf in it. */
+static void race_trim_hook(struct t_source *ts, int call, size_t bytes)
+{
+	(void)ts;
+	if (call == T_CALL_MAP && bytes < KEEL_SEGMENT_SIZE && race.armed && ++race.calls == 2) {
+		race.armed = 0;
+		race.trimmed = keel_trim(race.heap);
+	}
+}
+
+static void trim_while_registry_grows(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	race = (struct race){ .heap = &a->heap, .armed = 1 };
+	a->src.hook = race_trim_hook;
+	void *p = keel_malloc(&a->heap, 100);
+	a->src.hook = NULL;
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, race.calls == 2 && race.trimmed > 0); /* the trim ran, and took a node */
+	T_CHECK_HEAP(t, &a->heap);
+	T_CHECK(t, keel_free(&a->heap, p) == 0);
+	T_CHECK(t, keel_trim(&a->heap) > 0);
+	T_CHECK(t, a->src.live_bytes == 0);
+	t_aux_close(t, a);
+}
+
+/* Mallocs while a keel_trim gives back n parked arenas and then the
+ * registry nodes left empty: one at every unmap, wherever trim makes them
+ * (a trim that dropped its lock to unmap part way through its sweep of the
+ * registry let a malloc enter a new segment in a leaf it had passed, then
+ * gave back the mid node holding it). Every block the mallocs got stays
+ * ours, and trim answers what the source got back. */
+static void race_malloc_hook(struct t_source *ts, int call, size_t bytes)
+{
+	(void)ts;
+	if (call == T_CALL_MAP)
+		race.mapped += bytes; /* the mallocs' own maps included */
+	if (call == T_CALL_UNMAP && race.armed && race.ngot < 64) {
+		race.armed = 0; /* no malloc inside the malloc's own calls */
+		void *p = keel_malloc(race.heap, 100);
+		race.armed = 1;
+		if (p)
+			race.got[race.ngot++] = p;
+	}
+}
+
+static void trim_while_others_allocate(struct t *t)
+{
+	static void *p[5 * 17];
+	for (unsigned n = 1; n <= 17; n++) {
+		struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, n * KEEL_SEGMENT_SIZE);
+		T_REQUIRE(t, a != NULL);
+		for (unsigned i = 0; i < 5 * n; i++) /* five to an arena */
+			T_REQUIRE(t, (p[i] = keel_malloc(&a->heap, 200000)) != NULL);
+		for (unsigned i = 0; i < 5 * n; i++)
+			T_CHECK(t, keel_free(&a->heap, p[i]) == 0);
+		size_t before = a->src.live_bytes;
+		race = (struct race){ .heap = &a->heap, .armed = 1 };
+		a->src.hook = race_malloc_hook;
+		size_t given = keel_trim(&a->heap);
+		a->src.hook = NULL;
+		T_CHECK(t, race.ngot > 0);
+		if (given != before + race.mapped - a->src.live_bytes)
+			t_diag("  %u arenas: keel_trim returned %zu; the source got back %zu", n,
+			       given, before + race.mapped - a->src.live_bytes);
+		T_CHECK(t, given == before + race.mapped - a->src.live_bytes);
+		T_CHECK_HEAP(t, &a->heap);
+		for (unsigned i = 0; i < race.ngot; i++)
+			T_CHECK(t, keel_free(&a->heap, race.got[i]) == 0);
+		keel_trim(&a->heap);
+		T_CHECK(t, a->src.live_bytes == 0);
+		t_aux_close(t, a);
+	}
+}
+
+/* keel_check at every call to the source, through a cache's traffic of
+ * small, medium and large blocks that takes and gives back segments: at
+ * each the heap is whole, whatever call was under way (a flush that sent
+ * slots back to their runs once counted them only after its loop, which
+ * an unmap part way through could show). */
+static void race_check_all_hook(struct t_source *ts, int call, size_t bytes)
+{
+	(void)ts;
+	(void)bytes;
+	if (race.armed) {
+		race.calls++;
+		struct keel_fault f = { 0, 0 };
+		if (keel_check(race.heap, &f) != 0 && race.failed_checks++ == 0)
+			t_diag("  keel_check at source call %u (%d): %s", race.calls, call,
+			       f.what ? f.what : "?");
+	}
+}
+
+static void check_at_every_source_call(struct t *t)
+{
+	static struct keel_cache cache;
+	static void *p[400];
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	T_REQUIRE(t, keel_cache_init(&cache, &a->heap) == 0);
+	race = (struct race){ .heap = &a->heap, .armed = 1 };
+	a->src.hook = race_check_all_hook;
+	for (unsigned round = 0; round < 3; round++) {
+		for (unsigned i = 0; i < 400; i++) {
+			size_t size = i % 50 == 0 ? 3 * KEEL_SEGMENT_SIZE / 2
+			                          : 16 + (i * 2654435761u) % 24000;
+			T_REQUIRE(t, (p[i] = keel_cache_malloc(&cache, size)) != NULL);
+		}
+		for (unsigned i = 0; i < 400; i++)
+			T_CHECK(t, keel_cache_free(&cache, p[(i * 7 + round) % 400]) == 0);
+		keel_cache_flush(&cache);
+		keel_trim(&a->heap);
+	}
+	a->src.hook = NULL;
+	T_CHECK(t, race.calls > 0);
+	T_CHECK(t, race.failed_checks == 0);
+	t_aux_close(t, a);
+}
+
+/* keel_check while checked mode's large block puts up its guard pages, and
+ * while its pages are made inaccessible in the quarantine once freed: the
+ * heap is whole at every point another thread can see it. */
+static void race_check_hook(struct t_source *ts, int call, size_t bytes)
+{
+	(void)ts;
+	(void)bytes;
+	if (call == T_CALL_PROTECT && race.armed) {
+		race.calls++;
+		struct keel_fault f = { 0, 0 };
+		if (keel_check(race.heap, &f) != 0 && race.failed_checks++ == 0)
+			t_diag("  keel_check at protect call %u: %s", race.calls,
+			       f.what ? f.what : "?");
+	}
+}
+
+static void check_while_guards_go_up(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, KEEL_HEAP_CHECKED, 0);
+	T_REQUIRE(t, a != NULL);
+	race = (struct race){ .heap = &a->heap, .armed = 1 };
+	a->src.hook = race_check_hook;
+	void *p = keel_malloc(&a->heap, T_LARGE);
+	T_REQUIRE(t, p != NULL);
+	T_CHECK(t, race.calls > 0);
+	unsigned calls = race.calls;
+	T_CHECK(t, keel_free(&a->heap, p) == 0);
+	T_CHECK(t, race.calls > calls || !a->src.base->protect); /* no guards: poisoned */
+	race.armed = 0;
+	a->src.hook = NULL;
+	T_CHECK(t, race.failed_checks == 0);
+	t_aux_close(t, a);
+}
+
 const struct t_case source_cases[] = {
 	T_CASE(source_fail_small),
 	T_CASE(source_fail_mixed),
@@ -567,6 +739,10 @@ const struct t_case source_cases[] = {
 	T_CASE(trim_returns_everything),
 	T_CASE(trim_keeps_live),
 	T_CASE(trim_fresh_heap),
+	T_CASE(trim_while_registry_grows),
+	T_CASE(trim_while_others_allocate),
+	T_CASE(check_at_every_source_call),
+	T_CASE(check_while_guards_go_up),
 	T_CASE(retain_bounded),
 	T_CASE(destroy_with_live_blocks),
 	T_CASE(destroy_reports_unmap_error),
