@@ -353,6 +353,20 @@ static int mbin_grow(struct kl_cache *c, unsigned i, size_t low)
  * (medians of 9 and 11; a producer that takes larger blocks takes over
  * fewer of its consumer's bins) with a lower peak. */
 #define MBIN_UP 8
+/* p, a kept block whose address suits align, goes to a request for align
+ * above what its header records: record it there, as keel_aligned_alloc
+ * would (keel_realloc keeps the alignment the header records), under the
+ * lock, since a free of the block before p writes the same word. */
+__attribute__((noinline)) static void mbin_align(struct kl_cache *c, void *p, size_t align)
+{
+	struct kl_op op;
+	kl_op_begin(c->heap, &op);
+	struct kl_blk *b = kl_blk_of(p);
+	kl_head_store(b,
+	              (b->head & ~KL_B_ALIGN_MASK) | ((size_t)kl_fls(align) << KL_B_ALIGN_SHIFT));
+	kl_op_end(c->heap, &op);
+}
+
 static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 {
 	int i0 = mbin_of(kl_medium_need(size));
@@ -383,6 +397,10 @@ static void *mbin_pop(struct kl_cache *c, size_t size, size_t align)
 		if (KL_UNLIKELY(c->med_cap > KL_CACHE_MED_BYTES &&
 		                c->med_bytes + 2 * KL_MED_STEP <= c->med_cap))
 			mbin_release(c);
+		if (align > KL_GRAN &&
+		    ((__atomic_load_n(&kl_blk_of(p)->head, __ATOMIC_RELAXED) & KL_B_ALIGN_MASK) >>
+		     KL_B_ALIGN_SHIFT) < (size_t)kl_fls(align))
+			mbin_align(c, p, align);
 		return p;
 	}
 	return NULL;
@@ -576,7 +594,7 @@ __attribute__((noinline)) static void *cache_aligned_slow(struct kl_cache *c, si
                                                           size_t size)
 {
 	struct keel_heap *heap = (struct keel_heap *)(void *)c->heap;
-	if (align == 0 || (align & (align - 1)))
+	if (align == 0 || (align & (align - 1)) || align > KEEL_MAX_ALIGN)
 		return NULL; /* as keel_aligned_alloc */
 	if (align <= KL_GRAN)
 		return keel_cache_malloc((struct keel_cache *)(void *)c, size);

@@ -396,6 +396,46 @@ static void cache_medium_cap_hands_over(struct t *t)
 	T_CHECK_HEAP(t, t->heap);
 }
 
+/* A medium block the cache kept, handed to an aligned request because its
+ * address happens to suit, carries that alignment on: a keel_cache_realloc
+ * that moves it keeps it, as for a block keel_aligned_alloc made (the
+ * cache once handed such blocks out with the alignment their first malloc
+ * asked, and a move then lost it). */
+static void cache_aligned_kept_block_realloc(struct t *t)
+{
+	static void *q[64];
+	T_REQUIRE(t, keel_cache_init(&cache_a, t->heap) == 0);
+	unsigned moved = 0;
+	for (unsigned round = 0; round < 400 && !t->failed; round++) {
+		size_t base = 5000 + (round % 5) * 16;
+		for (unsigned i = 0; i < 64; i++)
+			T_REQUIRE(t, (q[i] = keel_cache_malloc(&cache_a, base + (i % 7) * 16)) !=
+			                     NULL);
+		for (unsigned i = 0; i < 64; i++)
+			T_CHECK(t, keel_cache_free(&cache_a, q[i]) == 0);
+		for (unsigned i = 0; i < 64; i++) {
+			size_t align = (size_t)64 << ((i + round) % 7); /* 64 B to 4 KiB */
+			unsigned char *p = keel_cache_aligned_alloc(&cache_a, align, 5000);
+			T_REQUIRE(t, p != NULL && T_ALIGNED(p, align));
+			if (i % 2 == 0) { /* the others go back to the cache as they are */
+				t_fill(p, 5000, i);
+				p = keel_cache_realloc(&cache_a, p, 100000 + round * 16);
+				T_REQUIRE(t, p != NULL);
+				if (!T_ALIGNED(p, align))
+					t_diag("  round %u: a block aligned to %zu moved to %p",
+					       round, align, (void *)p);
+				T_CHECK(t, T_ALIGNED(p, align) && t_verify(p, 5000, i));
+				moved++;
+			}
+			T_CHECK(t, keel_cache_free(&cache_a, p) == 0);
+		}
+	}
+	T_CHECK(t, moved == 400 * 32);
+	keel_cache_flush(&cache_a);
+	T_CHECK(t, live_blocks(t->heap) == 0);
+	T_CHECK_HEAP(t, t->heap);
+}
+
 /* keel_cache_realloc keeps keel_realloc's contract: NULL mallocs, a block
  * that fits stays, one that grows or shrinks keeps its bytes through small
  * classes, medium sizes and back, 0 frees, a stranger or an interior pointer
@@ -795,6 +835,7 @@ const struct t_case cache_cases[] = {
 	T_CASE(cache_reuses_freed_slot),
 	T_CASE(cache_power_of_two_aligned),
 	T_CASE(cache_aligned_alloc),
+	T_CASE(cache_aligned_kept_block_realloc),
 	T_CASE(cache_double_free),
 	T_CASE(cache_double_free_other_cache),
 	T_CASE(cache_bad_pointers),
