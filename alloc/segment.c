@@ -190,16 +190,22 @@ static void seg_drop_kept(struct kl_heap *h, struct kl_op *op)
 		large_release(h, op, h->large_cache);
 }
 
-/* Give back every parked arena and every cached large block, now: a source
- * that refused a mapping may grant it once these are returned. Returns
- * whether there was anything to give. */
+static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op);
+
+/* Give back every parked arena and every cached large block, now, and the
+ * free pages of the big arenas with the arenas left with none: a source
+ * that refused a mapping (an address-space limit, say) may grant it once
+ * these are returned. Returns whether any went back. */
 static int seg_release_caches(struct kl_heap *h, struct kl_op *op)
 {
-	int any = h->parked || h->large_cache;
+	size_t before = h->source_bytes;
 	seg_drop_kept(h, op);
-	if (any)
-		kl_op_flush(h, op);
-	return any;
+	if (h->source.decommit)
+		seg_decommit_free(h, op);
+	if (h->source_bytes == before)
+		return 0;
+	kl_op_flush(h, op);
+	return 1;
 }
 
 /* Map from the source; if it refuses, give back what is kept for reuse and

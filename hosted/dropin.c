@@ -327,7 +327,17 @@ EXPORT void *realloc(void *p, size_t size)
 	struct keel_cache *c = my_cache();
 	size_t old = c ? keel_cache_usable_size(c, p) : keel_usable_size(&heap, p);
 	if (!old) {
-		misuse("realloc", p, keel_free(&heap, p));
+		/* not a live block, or (checked mode, which counts the bytes asked)
+		 * a live one of 0 bytes: then it goes, with nothing to copy, once
+		 * its successor is had, so that a failure leaves it as it was */
+		void *q = alloc(size);
+		if (!q)
+			return NULL;
+		int err = keel_free(&heap, p);
+		if (!err)
+			return q;
+		free(q);
+		misuse("realloc", p, err);
 		errno = EINVAL;
 		return NULL;
 	}
@@ -351,19 +361,25 @@ EXPORT void *reallocarray(void *p, size_t n, size_t size)
 	return realloc(p, n * size);
 }
 
+/* An alignment that is a power of two but above KEEL_MAX_ALIGN is valid
+ * (POSIX keeps EINVAL for the others), just more than keel can give: ENOMEM. */
 EXPORT void *aligned_alloc(size_t align, size_t size)
 {
-	if (align == 0 || (align & (align - 1)) || align > KEEL_MAX_ALIGN) {
+	if (align == 0 || (align & (align - 1))) {
 		errno = EINVAL;
 		return NULL;
 	}
+	if (align > KEEL_MAX_ALIGN)
+		return out_of_memory();
 	return alloc_aligned(align, size);
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
-	if (align < sizeof(void *) || (align & (align - 1)) || align > KEEL_MAX_ALIGN)
+	if (align < sizeof(void *) || (align & (align - 1)))
 		return EINVAL;
+	if (align > KEEL_MAX_ALIGN)
+		return ENOMEM;
 	void *p = alloc_aligned_quiet(align, size); /* it reports through its result only */
 	if (!p)
 		return ENOMEM;
@@ -374,10 +390,8 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 /* glibc's memalign rounds an alignment that is not a power of two up to one. */
 EXPORT void *memalign(size_t align, size_t size)
 {
-	if (align > KEEL_MAX_ALIGN) {
-		errno = EINVAL;
-		return NULL;
-	}
+	if (align > KEEL_MAX_ALIGN)
+		return out_of_memory();
 	size_t a = 1;
 	while (a < align)
 		a <<= 1;
@@ -405,6 +419,19 @@ EXPORT size_t malloc_usable_size(void *p)
 		return 0;
 	struct keel_cache *c = my_cache();
 	return c ? keel_cache_usable_size(c, p) : keel_usable_size(&heap, p);
+}
+
+/* glibc's malloc_trim: this thread's cache and then the heap give back what
+ * they can (pad is not kept: keel keeps no top to pad). 1 if any went back. */
+EXPORT int malloc_trim(size_t pad)
+{
+	(void)pad;
+	if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) != READY)
+		return 0;
+	struct keel_cache *c = my_cache();
+	if (c)
+		keel_cache_flush(c);
+	return keel_trim(&heap) != 0;
 }
 
 /* ---- statistics at exit ---------------------------------------------------- */

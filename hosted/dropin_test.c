@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,6 +86,15 @@ static void semantics(void)
 	free(p);
 	rc = posix_memalign(&p, 64, huge - 100);
 	check(rc == ENOMEM && errno == 1234, "posix_memalign too big: ENOMEM, errno untouched");
+	/* a power of two past what keel aligns to is valid, just too much */
+	rc = posix_memalign(&p, (size_t)1 << 31, 10);
+	check(rc == ENOMEM && errno == 1234, "posix_memalign(2 GiB): ENOMEM, not EINVAL");
+	errno = 0;
+	check(aligned_alloc((size_t)1 << 31, 10) == NULL && errno == ENOMEM,
+	      "aligned_alloc(2 GiB): NULL, ENOMEM");
+	errno = 0;
+	check(memalign((size_t)1 << 31, 10) == NULL && errno == ENOMEM,
+	      "memalign(2 GiB): NULL, ENOMEM");
 
 	p = memalign(24, 10);
 	check(p && aligned(p, 32), "memalign(24) rounds up to 32");
@@ -101,6 +111,13 @@ static void semantics(void)
 	p = malloc(32);
 	free(p);
 	check(errno == 77, "free leaves errno alone");
+
+	static void *m[64];
+	for (int i = 0; i < 64; i++) /* medium blocks: their arenas are kept once free */
+		memset(m[i] = malloc(200000), 1, 200000);
+	for (int i = 0; i < 64; i++)
+		free(m[i]);
+	check(malloc_trim(0) == 1, "malloc_trim gives back what keel keeps");
 }
 
 /* Threads that allocate, hand blocks across, and exit: their caches go back. */
@@ -249,6 +266,49 @@ static void plain_exit(void)
 	free(p);
 }
 
+/* Checked mode counts a block's bytes as asked: a realloc of a malloc(0)
+ * block is no misuse. */
+static void realloc_zero_block(void)
+{
+	char *p = malloc(0);
+	char *volatile q = realloc(p, 10);
+	if (!q)
+		_exit(3);
+	memset(q, 1, 10);
+	free(q);
+}
+
+/* The address space capped a little above what the program holds, with
+ * 64 MiB of large blocks freed that keel kept: a 150 MiB request is met once
+ * keel gives those back, as the source's refusal makes it do. */
+static long vsz_bytes(void)
+{
+	long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f || fscanf(f, "%ld", &pages) != 1)
+		_exit(4);
+	fclose(f);
+	return pages * sysconf(_SC_PAGESIZE);
+}
+
+static void refused_map_releases(void)
+{
+	static void *v[16];
+	for (int i = 0; i < 16; i++)
+		memset(v[i] = malloc(4 << 20), 1, 4 << 20);
+	for (int i = 0; i < 16; i++)
+		free(v[i]);
+	long held = vsz_bytes();
+	struct rlimit r = { (rlim_t)held + (100l << 20), RLIM_INFINITY };
+	if (setrlimit(RLIMIT_AS, &r) != 0)
+		_exit(5);
+	char *volatile p = malloc(150 << 20);
+	if (!p)
+		_exit(6);
+	memset(p, 1, 150 << 20);
+	free(p);
+}
+
 /* Checked mode: one byte past the end, found by free. */
 static void overflow_by_one(void)
 {
@@ -372,6 +432,8 @@ static const struct {
 	{ "stack_free", stack_free },
 	{ "interior_free", interior_free },
 	{ "plain_exit", plain_exit },
+	{ "realloc_zero_block", realloc_zero_block },
+	{ "refused_map_releases", refused_map_releases },
 };
 
 static void misuse(void)
@@ -421,6 +483,14 @@ static void misuse(void)
 	              strstr(err, "after its free"),
 	      "KEEL_OPTIONS=checked,warn: overflow and write after free reported, heap still "
 	      "works");
+	st = child("realloc_zero_block", "checked", err, sizeof err);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && !strstr(err, "keel:"),
+	      "KEEL_OPTIONS=checked: realloc of a malloc(0) block is no misuse");
+	st = child("refused_map_releases", "", err, sizeof err);
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		printf("# status %d:\n%s", st, err);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a refused mapping makes keel give back what it keeps, and ask again");
 	st = child("plain_exit", "stats", err, sizeof err);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(err, "keel: in_use_bytes") &&
 	              strstr(err, "keel: alloc_count"),
