@@ -111,31 +111,42 @@ struct kl_unmap {
 	int guarded; /* make the first and last page accessible again first */
 };
 
+/* The queued unmaps, the lock held on entry and dropped on return. The
+ * entries are read under the lock, a batch at a time, and only then the
+ * lock drops for the source's calls: a range given back may come back from
+ * the source to another call at once, and what this one read of it comes
+ * before, in the lock's order, what that one writes. */
+#define KL_UNMAP_BATCH 16
 static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
 {
-	size_t failures = 0;
-	struct kl_unmap *u = op->unmaps;
-	op->unmaps = NULL;
-	while (u) {
-		struct kl_unmap e = *u; /* read before the range goes */
-		if (e.guarded)          /* give the source back what it gave */
-			h->source.protect(h->source.ctx, e.p, e.bytes, KEEL_PROT_RW);
-		if (h->source.unmap(h->source.ctx, e.p, e.bytes) != 0)
-			failures++;
-		u = e.next;
-	}
-	if (failures) {
-		uintptr_t t = heap_lock(h);
+	while (op->unmaps) {
+		struct kl_unmap batch[KL_UNMAP_BATCH];
+		unsigned n = 0;
+		for (; op->unmaps && n < KL_UNMAP_BATCH; n++) {
+			batch[n] = *op->unmaps;
+			op->unmaps = batch[n].next;
+		}
+		heap_unlock(h, op->token);
+		size_t failures = 0;
+		for (unsigned i = 0; i < n; i++) {
+			if (batch[i].guarded) /* give the source back what it gave */
+				h->source.protect(h->source.ctx, batch[i].p, batch[i].bytes,
+				                  KEEL_PROT_RW);
+			if (h->source.unmap(h->source.ctx, batch[i].p, batch[i].bytes) != 0)
+				failures++;
+		}
+		op->token = heap_lock(h);
 		h->source_failures += failures;
-		heap_unlock(h, t);
 	}
+	heap_unlock(h, op->token);
 }
 
 void kl_op_end(struct kl_heap *h, struct kl_op *op)
 {
-	heap_unlock(h, op->token);
 	if (op->unmaps)
 		op_unmap_all(h, op);
+	else
+		heap_unlock(h, op->token);
 }
 
 /* Do the queued unmaps now, dropping the lock meanwhile. */
@@ -143,7 +154,6 @@ void kl_op_flush(struct kl_heap *h, struct kl_op *op)
 {
 	if (!op->unmaps)
 		return;
-	heap_unlock(h, op->token);
 	op_unmap_all(h, op);
 	op->token = heap_lock(h);
 }
