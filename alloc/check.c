@@ -185,11 +185,16 @@ static int check_arena(struct checker *c, struct kl_seg *s)
 				return fail(c, "B4 a free block holds no run", b);
 			if (!bits_clear(s, u, (uintptr_t)b + size))
 				return fail(c, "B5 free block has no bits set", b);
+			int whole = (uintptr_t)b == s->arena && (uintptr_t)b + size == sentinel;
 			if (s->is_empty) {
-				if ((uintptr_t)b != s->arena || (uintptr_t)b + size != sentinel)
+				if (!whole)
 					return fail(c, "S4 a parked arena is one free block", b);
 				c->t.empty_bytes += s->bytes;
 			} else {
+				/* a big arena keeps its dirty pages (B6) */
+				if (whole && s->kind == KL_SEG_ARENA && !kl_seg_big(s))
+					return fail(c, "S4 an arena left one free block is parked",
+					            b);
 				c->t.medium_free += size;
 				c->t.medium_free_blocks++;
 			}

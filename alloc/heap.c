@@ -224,13 +224,20 @@ struct kl_blk *kl_fit_alloc_grow(struct kl_heap *h, struct kl_op *op, size_t siz
                                  size_t at)
 {
 	/* Another thread may use up a new segment while the lock is dropped
-	 * to map it; a few tries make that a non-issue. */
+	 * to map it; a few tries make that a non-issue. Or the other way: the
+	 * request is met from a segment another thread mapped meanwhile, and
+	 * ours, one free block that nothing else leads to, is parked or given
+	 * back as any arena left empty (or no keel_trim would ever find it). */
 	size_t need = kl_fit_want(size, align);
+	struct kl_seg *grown = NULL;
 	for (int tries = 0; tries < 4; tries++) {
 		struct kl_blk *b = kl_fit_take(h, size, align, at);
-		if (b)
+		if (b) {
+			if (grown && kl_seg_all_free(grown))
+				kl_seg_now_empty(h, op, grown);
 			return b;
-		if (kl_seg_grow(h, op, need) != 0)
+		}
+		if (!(grown = kl_seg_grow(h, op, need)))
 			return NULL;
 	}
 	return NULL;

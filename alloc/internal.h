@@ -672,7 +672,9 @@ struct kl_where {
 	struct kl_seg *seg; /* NULL: not ours */
 	int err;            /* 0, or the KEEL_E* a free of p would get */
 };
-KL_HIDDEN int kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need);
+KL_HIDDEN struct kl_seg *kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need);
+/* Is arena s one free block (empty, parked or not)? */
+KL_HIDDEN int kl_seg_all_free(const struct kl_seg *s);
 KL_HIDDEN void kl_seg_now_empty(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN void kl_seg_release(struct kl_heap *h, struct kl_op *op, struct kl_seg *s);
 KL_HIDDEN int kl_seg_region(struct kl_heap *h, uintptr_t base, size_t len);

@@ -292,8 +292,8 @@ size_t kl_big_decommit(struct kl_heap *h, struct kl_seg *s, struct kl_blk *b)
 /* Make room for a medium block of need bytes (header and alignment slack
  * included): a parked empty arena that holds it, else a new one from the
  * source, big for a need above KL_MEDIUM_MAX if the source can decommit.
- * Returns 0 or -1. */
-int kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need)
+ * Returns the arena, or NULL. */
+struct kl_seg *kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need)
 {
 	struct kl_seg *s, **pp = &h->parked;
 	while ((s = *pp) != NULL && s->arena_end - s->arena - KL_BLK_HDR < need)
@@ -306,22 +306,28 @@ int kl_seg_grow(struct kl_heap *h, struct kl_op *op, size_t need)
 		struct kl_blk *b = (struct kl_blk *)s->arena;
 		kl_fit_insert(h, b);
 		h->medium_free_bytes += kl_blk_size(b);
-		return 0;
+		return s;
 	}
 	if (!h->has_source)
-		return -1;
+		return NULL;
 	size_t bytes = h->source.decommit && need > KL_MEDIUM_MAX ? KL_BIG : KL_SEG;
 	void *m = seg_map(h, op, bytes, KL_SEG);
 	if (!m)
-		return -1;
+		return NULL;
 	s = (struct kl_seg *)m;
 	if (reg_add(h, op, s, (uintptr_t)m, bytes, 0) != 0) {
 		seg_unmap_unlisted(h, op, m, bytes, 0);
-		return -1;
+		return NULL;
 	}
 	seg_init_arena(h, s, bytes, KL_SEG_ARENA, h->source.zeroed);
 	seg_listed(h, bytes);
-	return 0;
+	return s;
+}
+
+int kl_seg_all_free(const struct kl_seg *s)
+{
+	const struct kl_blk *b = (const struct kl_blk *)s->arena;
+	return (b->head & KL_B_FREE) && (uintptr_t)b + kl_blk_size(b) == s->arena_end - KL_BLK_HDR;
 }
 
 /* Unregister s and hand its mapping to op, to be unmapped once unlocked. */
@@ -558,8 +564,7 @@ static size_t seg_decommit_free(struct kl_heap *h, struct kl_op *op)
 		for (uintptr_t a = s->arena; a < sentinel; a += kl_blk_size((struct kl_blk *)a))
 			if (((struct kl_blk *)a)->head & KL_B_FREE)
 				bytes += kl_big_decommit(h, s, (struct kl_blk *)a);
-		struct kl_blk *b = (struct kl_blk *)s->arena;
-		if ((b->head & KL_B_FREE) && (uintptr_t)b + kl_blk_size(b) == sentinel)
+		if (kl_seg_all_free(s))
 			kl_seg_now_empty(h, op, s); /* given back or kept: next stays */
 	}
 	return bytes;

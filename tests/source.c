@@ -649,6 +649,39 @@ static void trim_while_others_allocate(struct t *t)
 	}
 }
 
+/* Two mallocs that both grow the heap: while the first maps its arena, the
+ * second (in its map call) maps one and takes from it, and the first's
+ * request is then met there too. The first's arena, one free block that no
+ * block will ever leave, is parked as any arena left empty, so keel_trim
+ * gives it back (it once stayed, held for good). */
+static void race_grow_hook(struct t_source *ts, int call, size_t bytes)
+{
+	(void)ts;
+	if (call == T_CALL_MAP && bytes == KEEL_SEGMENT_SIZE && race.armed) {
+		race.armed = 0;
+		race.got[race.ngot++] = keel_malloc(race.heap, 200000);
+	}
+}
+
+static void grow_while_others_grow(struct t *t)
+{
+	struct t_aux *a = t_aux_open(t, t_env_source(), NULL, 0, 0);
+	T_REQUIRE(t, a != NULL);
+	race = (struct race){ .heap = &a->heap, .armed = 1 };
+	a->src.hook = race_grow_hook;
+	void *p = keel_malloc(&a->heap, 200000);
+	a->src.hook = NULL;
+	T_REQUIRE(t, p != NULL && race.ngot == 1 && race.got[0] != NULL);
+	/* the case is the one it says: both blocks in the second's arena */
+	T_CHECK(t, (uintptr_t)p / KEEL_SEGMENT_SIZE == (uintptr_t)race.got[0] / KEEL_SEGMENT_SIZE);
+	T_CHECK_HEAP(t, &a->heap);
+	T_CHECK(t, keel_free(&a->heap, p) == 0);
+	T_CHECK(t, keel_free(&a->heap, race.got[0]) == 0);
+	keel_trim(&a->heap);
+	T_CHECK(t, t_segment_bytes(&a->src) == 0);
+	t_aux_close(t, a);
+}
+
 /* keel_check at every call to the source, through a cache's traffic of
  * small, medium and large blocks that takes and gives back segments: at
  * each the heap is whole, whatever call was under way (a flush that sent
@@ -741,6 +774,7 @@ const struct t_case source_cases[] = {
 	T_CASE(trim_fresh_heap),
 	T_CASE(trim_while_registry_grows),
 	T_CASE(trim_while_others_allocate),
+	T_CASE(grow_while_others_grow),
 	T_CASE(check_at_every_source_call),
 	T_CASE(check_while_guards_go_up),
 	T_CASE(retain_bounded),
