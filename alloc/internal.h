@@ -221,8 +221,10 @@ static inline void kl_run_set_where(struct kl_run *r, unsigned where)
  *       an arena as a start, so the cache's free path trusts any of them);
  *       regions are in heap->regions
  *   S3  an arena's blocks tile [arena, sentinel] exactly (B1)
- *   S4  an arena: is_empty  <=>  it is one free block, parked, counted in
- *       empty_bytes (an arena is KL_SEG bytes, or KL_BIG: a big arena)
+ *   S4  an arena (KL_SEG bytes, or KL_BIG: a big arena): is_empty  <=>  it
+ *       is parked, one free block counted in empty_bytes; an arena of
+ *       KL_SEG bytes that is one free block is parked (a big one is never:
+ *       all free, it stays while pages of it are committed, B6)
  *   S5  a large block: is_empty  <=>  it is free and in the large cache,
  *       counted in large_cached_bytes (still registered, still listed) */
 struct kl_seg {
