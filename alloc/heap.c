@@ -115,9 +115,11 @@ struct kl_unmap {
  * entries are read under the lock, a batch at a time, and only then the
  * lock drops for the source's calls: a range given back may come back from
  * the source to another call at once, and what this one read of it comes
- * before, in the lock's order, what that one writes. */
+ * before, in the lock's order, what that one writes. Out of line, so that
+ * the batch's room stays off the stack of every call that gives nothing
+ * back (an interrupt handler's malloc in the kernel, say). */
 #define KL_UNMAP_BATCH 16
-static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
+__attribute__((noinline)) static void op_unmap_all(struct kl_heap *h, struct kl_op *op)
 {
 	while (op->unmaps) {
 		struct kl_unmap batch[KL_UNMAP_BATCH];
